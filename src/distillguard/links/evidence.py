@@ -1,0 +1,74 @@
+"""Shared evidence keys: what two accounts can have in common, one view at a time.
+
+Each view turns requests (or sign-up records) into `(account_id, view, key)` rows. Two accounts
+that hold the same key are candidates for a link. Written once in ibis so DuckDB and Spark run
+the same definitions.
+"""
+
+from __future__ import annotations
+
+import ibis
+import ibis.expr.types as ir
+
+SYNC_WINDOW_MS = 15 * 60_000
+SIGNUP_WINDOW_MS = 60 * 60_000
+
+# View name -> weight of the view in an edge. Payment and device fingerprints are strong
+# (hard to share by accident); sub-networks and paraphrase bands are weak on their own.
+VIEW_WEIGHTS: dict[str, float] = {
+    "ip": 1.0,
+    "subnet": 0.5,
+    "template": 1.0,
+    "wrapper": 0.5,
+    "system": 1.0,
+    "sync": 1.0,
+    "payment": 2.0,
+    "device": 2.0,
+    "signup": 1.0,
+}
+VIEWS = tuple(VIEW_WEIGHTS)
+NETWORK_VIEWS = ("ip", "subnet")
+
+
+def _rows(t: ir.Table, view: str, key: ir.StringValue) -> ir.Table:
+    return t.select(account_id=t.account_id, view=ibis.literal(view), key=key)
+
+
+def _s(v: ir.Value) -> ir.StringValue:
+    return v.cast("string")
+
+
+def request_evidence(e: ir.Table) -> ir.Table:
+    """Evidence from requests: addresses per day, templates, wrappers, system prompts, timing."""
+    bands = e.filter(e.tpl_bands.notnull()).select("account_id", band=e.tpl_bands.unnest())
+    parts = [
+        _rows(e, "ip", e.client_ip + "@" + _s(e.day)),
+        _rows(e, "subnet", e.subnet + "@" + _s(e.day)),
+        _rows(e, "template", _s(e.tpl_id)),
+        _rows(bands, "wrapper", _s(bands.band)),
+        _rows(e.filter(e.sys_id.notnull()), "system", _s(e.sys_id)),
+        _rows(e, "sync", _s(e.tpl_prefix) + "@" + _s(e.ts_ms // SYNC_WINDOW_MS)),
+    ]
+    return ibis.union(*parts, distinct=True)
+
+
+def account_evidence(accounts: ir.Table) -> ir.Table:
+    """Evidence from sign-up records: payment and device fingerprints, batch sign-ups."""
+    a = accounts
+    signup_key = (
+        a.email_domain.fill_null("?") + "@" + _s(a.created_ms // SIGNUP_WINDOW_MS)
+    )
+    parts = [
+        _rows(a.filter(a.payment_fingerprint.notnull()), "payment", a.payment_fingerprint),
+        _rows(a.filter(a.device_fingerprint.notnull()), "device", a.device_fingerprint),
+        _rows(a.filter(a.created_ms.notnull()), "signup", signup_key),
+    ]
+    return ibis.union(*parts, distinct=True)
+
+
+def evidence(e: ir.Table, accounts: ir.Table | None) -> ir.Table:
+    """All evidence rows, distinct."""
+    ev = request_evidence(e)
+    if accounts is not None:
+        ev = ibis.union(ev, account_evidence(accounts), distinct=True)
+    return ev
