@@ -133,9 +133,9 @@ def network(e: ir.Table) -> ir.Table:
         residential_share=_share(e.ip_kind.isin(("residential", "mobile"))),
     )
     j = _attach(_attach(g, churn), ua)
-    return j.mutate(
-        ips_per_request=j.ips / j.n, top_ua_share=j.top_ua_requests / j.n
-    ).drop("n", "top_ua_requests")
+    return j.mutate(ips_per_request=j.ips / j.n, top_ua_share=j.top_ua_requests / j.n).drop(
+        "n", "top_ua_requests"
+    )
 
 
 def adoption(e: ir.Table, releases: ir.Table) -> ir.Table:
@@ -149,7 +149,9 @@ def adoption(e: ir.Table, releases: ir.Table) -> ir.Table:
 
 def account_profile(accounts: ir.Table, first_seen: ir.Table) -> ir.Table:
     """Age at first request, tier and disposable sign-up domain."""
-    j = _attach(first_seen, accounts.select("account_id", "created_ms", "tier", "disposable"), "left")
+    j = _attach(
+        first_seen, accounts.select("account_id", "created_ms", "tier", "disposable"), "left"
+    )
     return j.mutate(
         age_days=((j.first_ms - j.created_ms) / MS_PER_DAY),
     ).drop("first_ms", "created_ms")

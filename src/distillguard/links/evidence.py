@@ -55,9 +55,7 @@ def request_evidence(e: ir.Table) -> ir.Table:
 def account_evidence(accounts: ir.Table) -> ir.Table:
     """Evidence from sign-up records: payment and device fingerprints, batch sign-ups."""
     a = accounts
-    signup_key = (
-        a.email_domain.fill_null("?") + "@" + _s(a.created_ms // SIGNUP_WINDOW_MS)
-    )
+    signup_key = a.email_domain.fill_null("?") + "@" + _s(a.created_ms // SIGNUP_WINDOW_MS)
     parts = [
         _rows(a.filter(a.payment_fingerprint.notnull()), "payment", a.payment_fingerprint),
         _rows(a.filter(a.device_fingerprint.notnull()), "device", a.device_fingerprint),

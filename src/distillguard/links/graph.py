@@ -39,10 +39,10 @@ def keyed_members(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Tabl
 def _full_pairs(m: ir.Table) -> ir.Table:
     small = m.filter(m.n <= FULL_PAIRS_MAX)
     r = small.view()
-    j = small.join(
-        r, [small["view"] == r["view"], small.key == r.key, small.ord < r.ord]
+    j = small.join(r, [small["view"] == r["view"], small.key == r.key, small.ord < r.ord])
+    return j.select(
+        a=small.account_id, b=r.account_id, view=small["view"], key=small.key, w=small.w
     )
-    return j.select(a=small.account_id, b=r.account_id, view=small["view"], key=small.key, w=small.w)
 
 
 def _expander_pairs(m: ir.Table) -> ir.Table:
@@ -53,9 +53,7 @@ def _expander_pairs(m: ir.Table) -> ir.Table:
     dst = big.select(
         dview=big["view"], dkey=big.key, dpos=big.pos, daccount=big.account_id, dord=big.ord
     )
-    j = src.join(
-        dst, [src["view"] == dst.dview, src.key == dst.dkey, src.target == dst.dpos]
-    )
+    j = src.join(dst, [src["view"] == dst.dview, src.key == dst.dkey, src.target == dst.dpos])
     # Store each pair once, smaller order first.
     first = j.ord < j.dord
     return j.select(

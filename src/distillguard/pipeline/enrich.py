@@ -110,9 +110,9 @@ def enrich_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _batches(con: duckdb.DuckDBPyConnection, events: Path, rows: int) -> Iterator[pa.RecordBatch]:
-    reader = con.execute(
-        f"SELECT * FROM read_parquet({sql_path(events)})"
-    ).to_arrow_reader(batch_size=rows)
+    reader = con.execute(f"SELECT * FROM read_parquet({sql_path(events)})").to_arrow_reader(
+        batch_size=rows
+    )
     yield from reader
 
 
@@ -150,7 +150,7 @@ def enrich_events(
     batches = _batches(con, events_glob, batch_rows)
     for enriched in _bounded_map(enrich_batch, batches, workers):
         if writer is None:
-                writer = pq.ParquetWriter(out, enriched.schema, compression="zstd")
+            writer = pq.ParquetWriter(out, enriched.schema, compression="zstd")
         writer.write_batch(enriched)
         written += enriched.num_rows
         if on_batch:
