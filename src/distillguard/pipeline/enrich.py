@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from distillguard.ingest.ipintel import classify_ips
 
 from distillguard.engines.duckdb import sql_path
+from distillguard.ingest.ipintel import classify_ips
 from distillguard.signals import compute_signals
 
 MS_PER_DAY = 86_400_000

@@ -1,0 +1,176 @@
+"""Scoring indicators: small named rules over account fingerprints or cluster evidence.
+
+Each indicator maps a table of features to a strength in [0, 1] per row and a reason an analyst
+can read, with the numbers behind it. Indicators are combined by noisy-OR in `scoring.risk`.
+Vectorised over NumPy columns; no per-row Python on the scoring path except for formatting
+the reasons of rows that fire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Columns = dict[str, np.ndarray]
+
+
+def ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """0 at or below `lo`, 1 at or above `hi`, linear between; NaN counts as 0."""
+    out = (np.nan_to_num(x.astype(float), nan=lo) - lo) / (hi - lo)
+    return np.clip(out, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """A named rule: `strength(cols) -> [0,1]` per row and `reason(cols, i) -> str`."""
+
+    name: str
+    weight: float
+    strength: Callable[[Columns], np.ndarray]
+    reason: Callable[[Columns, int], str]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _extraction_share(c: Columns) -> np.ndarray:
+    return np.nanmax(
+        np.vstack([c["cot_share"], c["rubric_share"], c["censor_share"], c["train_shaped_share"]]),
+        axis=0,
+    )
+
+
+def _extraction_reason(c: Columns, i: int) -> str:
+    kinds = {
+        "chain-of-thought elicitation": c["cot_share"][i],
+        "rubric/reward-model grading": c["rubric_share"][i],
+        "censorship-safe rewrites": c["censor_share"][i],
+        "training-data-shaped output": c["train_shaped_share"][i],
+    }
+    top = sorted(((v, k) for k, v in kinds.items() if v > 0.05), reverse=True)[:2]
+    asks = " and ".join(f"{k} ({_pct(v)})" for v, k in top)
+    return f"requests ask for {asks}"
+
+
+def _has(c: Columns, name: str) -> np.ndarray:
+    return np.nan_to_num(c[name].astype(float), nan=0.0)
+
+
+ACCOUNT_INDICATORS: tuple[Indicator, ...] = (
+    Indicator(
+        "extraction_asks",
+        0.55,
+        lambda c: ramp(_extraction_share(c), 0.10, 0.45),
+        _extraction_reason,
+    ),
+    Indicator(
+        "ip_rotation",
+        0.45,
+        lambda c: ramp(_has(c, "ips_per_request"), 0.15, 0.6) * (_has(c, "requests") >= 20),
+        lambda c, i: (
+            f"used {int(c['ips'][i])} IPs in {int(c['subnets'][i])} subnets for "
+            f"{int(c['requests'][i])} requests (rotating proxies)"
+        ),
+    ),
+    Indicator(
+        "anonymising_network",
+        0.35,
+        lambda c: ramp(_has(c, "anon_share"), 0.5, 0.9),
+        lambda c, i: f"{_pct(c['anon_share'][i])} of requests via proxy, VPN or Tor",
+    ),
+    Indicator(
+        "template_reuse",
+        0.25,
+        lambda c: ramp(_has(c, "top_template_share"), 0.3, 0.8) * (_has(c, "requests") >= 20),
+        lambda c, i: f"{_pct(c['top_template_share'][i])} of requests use one prompt template",
+    ),
+    Indicator(
+        "one_shot",
+        0.15,
+        lambda c: (1 - ramp(_has(c, "followup_share"), 0.02, 0.2)) * (_has(c, "requests") >= 50),
+        lambda c, i: f"{_pct(1 - c['followup_share'][i])} of requests are single-turn",
+    ),
+    Indicator(
+        "round_the_clock",
+        0.15,
+        lambda c: ramp(_has(c, "hour_entropy"), 4.1, 4.45) * (_has(c, "requests") >= 100),
+        lambda c, i: f"active round the clock (hour entropy {c['hour_entropy'][i]:.2f} bits)",
+    ),
+    Indicator(
+        "fresh_account",
+        0.2,
+        lambda c: 1 - ramp(np.nan_to_num(c["age_days"].astype(float), nan=999.0), 3.0, 30.0),
+        lambda c, i: f"account {c['age_days'][i]:.0f} days old at its first request",
+    ),
+    Indicator(
+        "disposable_email",
+        0.3,
+        lambda c: _has(c, "disposable"),
+        lambda c, i: "signed up with a disposable e-mail domain",
+    ),
+    Indicator(
+        "fast_adoption",
+        0.2,
+        lambda c: 1 - ramp(np.nan_to_num(c["adopt_lag_h"].astype(float), nan=1e9), 24.0, 96.0),
+        lambda c, i: f"used a newly released model {c['adopt_lag_h'][i]:.0f} h after release",
+    ),
+)
+
+
+CLUSTER_INDICATORS: tuple[Indicator, ...] = (
+    Indicator(
+        "hydra",
+        0.5,
+        lambda c: ramp(_has(c, "size"), 2.0, 8.0),
+        lambda c, i: f"one of {int(c['size'][i])} linked accounts",
+    ),
+    Indicator(
+        "shared_templates",
+        0.6,
+        lambda c: ramp(_has(c, "content_linked"), 0.3, 0.8) * (_has(c, "size") >= 3),
+        lambda c, i: (
+            f"shares {int(c['shared_templates'][i])} rare prompt templates with "
+            f"{int(c['size'][i]) - 1} accounts"
+        ),
+    ),
+    Indicator(
+        "shared_network",
+        0.35,
+        lambda c: ramp(_has(c, "network_linked"), 0.3, 0.8) * (_has(c, "size") >= 3),
+        lambda c, i: (
+            f"shares IPs or subnets with {int(c['network_partners'][i])} linked accounts "
+            "in the same days"
+        ),
+    ),
+    Indicator(
+        "synchronised",
+        0.35,
+        lambda c: ramp(_has(c, "sync_linked"), 0.3, 0.8) * (_has(c, "size") >= 3),
+        lambda c, i: "sends the same templates as linked accounts in the same 15-minute windows",
+    ),
+    Indicator(
+        "shared_identity",
+        0.4,
+        lambda c: ramp(_has(c, "identity_linked"), 0.2, 0.6),
+        lambda c, i: "shares payment or device fingerprints with linked accounts",
+    ),
+    Indicator(
+        "batch_signup",
+        0.3,
+        lambda c: ramp(_has(c, "signup_linked"), 0.3, 0.8) * (_has(c, "size") >= 3),
+        lambda c, i: "signed up in a batch with linked accounts (same hour and domain)",
+    ),
+)
+
+
+def noisy_or(
+    indicators: tuple[Indicator, ...], cols: Columns, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Combined score and the (n, k) matrix of weighted strengths, for ranking reasons."""
+    contrib = np.zeros((n, len(indicators)))
+    for j, ind in enumerate(indicators):
+        contrib[:, j] = ind.weight * np.clip(ind.strength(cols), 0.0, 1.0)
+    return 1.0 - np.prod(1.0 - contrib, axis=1), contrib
