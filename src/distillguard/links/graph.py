@@ -13,27 +13,39 @@ from __future__ import annotations
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
+import xxhash
 
-from distillguard.links.evidence import VIEW_WEIGHTS, VIEWS
+from distillguard.links.evidence import NETWORK_VIEWS, VIEW_WEIGHTS, VIEWS
 
 FULL_PAIRS_MAX = 40  # groups up to this size link every pair
 EXPANDER_OFFSETS = tuple(2**i for i in range(16))  # i -> i + 1, 2, 4, ... (mod n)
 VIEW_CAP = 2.0  # one view cannot dominate an edge however many keys it repeats
-MAX_GROUP_SHARE = 0.5  # a key held by over half of all accounts says nothing
+MAX_GROUP_SHARE = 0.5  # a key held by over half of all accounts says nothing...
+MIN_POPULATION_FOR_SHARE = 200  # ...once there are enough accounts for "half" to mean anything
 
 
-def _key_weight(n: ir.IntegerValue) -> ir.FloatingValue:
-    """Rarity weight of a key held by n accounts: 1 for a pair, falling like 1/log2(n+1)."""
-    return 1.0 / (n.cast("float64") + 1.0).log2() * 1.585
+def _key_weight(n: ir.IntegerValue, view: ir.StringValue) -> ir.FloatingValue:
+    """Rarity weight of a key held by n accounts; 1 for a pair.
+
+    Network keys (an address or subnet on a day) share one unit of evidence among all holders,
+    1/(n-1), so a NAT, campus or VPN exit with many users links each pair only faintly. Content
+    keys fall like 1/log2(n+1): a template shared by a thousand accounts is still evidence.
+    """
+    nf = n.cast("float64")
+    return ibis.ifelse(view.isin(NETWORK_VIEWS), 1.0 / (nf - 1.0), 1.585 / (nf + 1.0).log2())
 
 
 def keyed_members(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
     """Evidence rows of shared keys with group size, key weight and position in the group."""
     sizes = ev.group_by(["view", "key"]).aggregate(n=ev.count())
-    sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= max(2, total_accounts * MAX_GROUP_SHARE)))
+    limit = total_accounts
+    if total_accounts >= MIN_POPULATION_FOR_SHARE:
+        limit = int(total_accounts * MAX_GROUP_SHARE)
+    sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= limit))
     m = ev.join(sizes, ["view", "key"]).join(order, "account_id")
     w = ibis.window(group_by=["view", "key"], order_by="ord")
-    return m.mutate(pos=ibis.row_number().over(w), w=_key_weight(m.n))
+    return m.mutate(pos=ibis.row_number().over(w), w=_key_weight(m.n, m["view"]))
 
 
 def _full_pairs(m: ir.Table) -> ir.Table:
@@ -78,3 +90,12 @@ def edges(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
     for v in VIEWS:
         aggs[f"n_{v}"] = ibis.ifelse(per_view["view"] == v, per_view.k, 0).sum()
     return per_view.group_by(["a", "b"]).aggregate(**aggs).order_by(["a", "b"])
+
+
+def account_order(ids: pa.Array) -> pa.Table:
+    """A fixed pseudo-random order of accounts (xxhash), the same on every engine."""
+    values = ids.to_pylist()
+    ords = [xxhash.xxh64_intdigest(v.encode()) >> 1 for v in values]
+    return pa.table(
+        {"account_id": pa.array(values, pa.string()), "ord": pa.array(ords, pa.int64())}
+    )

@@ -18,7 +18,6 @@ import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import xxhash
 
 from distillguard import __version__
 from distillguard.campaigns import build as cb
@@ -31,6 +30,7 @@ from distillguard.fingerprints.account import account_fingerprints
 from distillguard.ingest import run_ingest
 from distillguard.ingest.ipintel import is_disposable_domain
 from distillguard.links.evidence import evidence
+from distillguard.links.graph import account_order
 from distillguard.links.graph import edges as link_edges
 from distillguard.pipeline.enrich import attach_ip_info, enrich_events
 from distillguard.scoring.risk import DEFAULT_THRESHOLD, score
@@ -75,15 +75,6 @@ class DetectResult:
     flagged: int
     campaigns: int
     summary: dict
-
-
-def account_order(ids: pa.Array) -> pa.Table:
-    """A fixed pseudo-random order of accounts (xxhash), the same on every engine."""
-    values = ids.to_pylist()
-    ords = [xxhash.xxh64_intdigest(v.encode()) >> 1 for v in values]
-    return pa.table(
-        {"account_id": pa.array(values, pa.string()), "ord": pa.array(ords, pa.int64())}
-    )
 
 
 def _accounts_dim(path: Path) -> pa.Table | None:

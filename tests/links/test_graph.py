@@ -1,0 +1,75 @@
+import ibis
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from distillguard.links.evidence import evidence
+from distillguard.links.graph import FULL_PAIRS_MAX, account_order, edges
+from tests.enriched_factory import enriched
+
+
+def _edges(table: pa.Table) -> pa.Table:
+    be = ibis.duckdb.connect()
+    e = be.create_table("e", table)
+    ids = pc.unique(table["account_id"])
+    order = be.create_table("o", account_order(ids))
+    return edges(evidence(e, None), order, len(ids)).to_pyarrow()
+
+
+def test_hydra_accounts_are_linked_by_content_and_timing():
+    hydra = enriched(
+        [f"h{i:02d}" for i in range(20)],
+        40,
+        templates=[11, 12, 13],
+        ips=[f"203.0.113.{i}" for i in range(30)],
+        synced=True,
+    )
+    g = _edges(hydra)
+    linked = set(g["a"].to_pylist()) | set(g["b"].to_pylist())
+    assert len(linked) == 20
+    assert pc.min(g["n_template"]).as_py() >= 1
+    assert pc.mean(pc.greater(g["n_sync"], 0)).as_py() > 0.5
+
+
+def test_nat_alone_links_strangers_weakly():
+    # 40 employees behind one NAT address, each writing their own prompts.
+    nat = enriched([f"n{i:02d}" for i in range(40)], 30, ips=["198.51.100.1"], seed=1)
+    hydra = enriched(
+        [f"h{i:02d}" for i in range(20)],
+        40,
+        templates=[11, 12, 13],
+        ips=[f"203.0.113.{i}" for i in range(30)],
+        synced=True,
+        seed=2,
+    )
+    g = _edges(pa.concat_tables([nat, hydra]))
+    is_nat = pc.starts_with(g["a"], "n")
+    nat_w = pc.mean(g.filter(is_nat)["weight"]).as_py()
+    hydra_w = pc.mean(g.filter(pc.invert(is_nat))["weight"]).as_py()
+    assert pc.sum(g.filter(is_nat)["n_template"]).as_py() == 0
+    assert nat_w < hydra_w / 2
+
+
+def test_large_group_is_linked_sparsely_but_in_one_piece():
+    n = 300
+    assert n > FULL_PAIRS_MAX
+    big = enriched([f"b{i:03d}" for i in range(n)], 3, templates=[5], seed=3)
+    others = enriched([f"o{i:03d}" for i in range(n)], 3, seed=5)  # unrelated population
+    g = _edges(pa.concat_tables([big, others]))
+    g = g.filter(pc.and_(pc.starts_with(g["a"], "b"), pc.starts_with(g["b"], "b")))
+    assert g.num_rows < n * 20  # O(n log n), not n^2/2 = 44850
+    ids = {k: i for i, k in enumerate(sorted(set(big["account_id"].to_pylist())))}
+    a = np.array([ids[x] for x in g["a"].to_pylist()])
+    b = np.array([ids[x] for x in g["b"].to_pylist()])
+    m = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    assert connected_components(m, directed=False)[0] == 1
+
+
+def test_pairs_are_stored_once_in_order():
+    hydra = enriched([f"h{i:02d}" for i in range(10)], 10, templates=[1], seed=4)
+    g = _edges(hydra)
+    pairs = list(zip(g["a"].to_pylist(), g["b"].to_pylist(), strict=True))
+    assert len(pairs) == len(set(pairs))
+    assert not any((b, a) in set(pairs) for a, b in pairs)
