@@ -33,6 +33,7 @@ def communities(
     ids = pc.unique(accounts.cast(pa.string())).sort()
     index = {k: i for i, k in enumerate(ids.to_pylist())}
     strong = edges.filter(pc.greater_equal(edges["weight"], min_weight))
+    strong = strong.sort_by([("a", "ascending"), ("b", "ascending")])
     src = np.fromiter((index[a] for a in strong["a"].to_pylist()), np.int64, strong.num_rows)
     dst = np.fromiter((index[b] for b in strong["b"].to_pylist()), np.int64, strong.num_rows)
     graph = ig.Graph(n=len(ids), edges=np.column_stack([src, dst]).tolist(), directed=False)
