@@ -1,0 +1,61 @@
+import ibis
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from distillguard.clusters.leiden import communities
+from distillguard.fingerprints.account import account_fingerprints
+from distillguard.links.evidence import evidence
+from distillguard.links.graph import account_order, edges
+from distillguard.scoring.risk import DEFAULT_THRESHOLD, score
+from tests.enriched_factory import enriched
+
+
+def _population() -> pa.Table:
+    hydra = enriched([f"h{i:02d}" for i in range(12)], 60, templates=[11, 12, 13],
+                     ips=[f"203.0.113.{i}" for i in range(60)], ip_kind="proxy",
+                     cot=0.6, synced=True, seed=1)
+    nat = enriched([f"n{i:02d}" for i in range(15)], 40, ips=["198.51.100.1"], sys_id=777,
+                   seed=2)
+    solo = enriched([f"s{i:02d}" for i in range(20)], 50, cot=0.02, seed=3)
+    return pa.concat_tables([hydra, nat, solo])
+
+
+@pytest.fixture(scope="module")
+def scored() -> pa.Table:
+    table = _population()
+    be = ibis.duckdb.connect()
+    e = be.create_table("e", table)
+    fp = account_fingerprints(e).to_pyarrow()
+    order = be.create_table("o", account_order(fp["account_id"]))
+    g = edges(evidence(e, None), order, fp.num_rows).to_pyarrow()
+    return score(fp, g, communities(fp["account_id"], g)).accounts
+
+
+def _group(t: pa.Table, prefix: str) -> pa.Table:
+    return t.filter(pc.starts_with(t["account_id"], prefix))
+
+
+def test_coordinated_extraction_cluster_is_flagged_with_reasons(scored):
+    hydra = _group(scored, "h")
+    assert pc.all(hydra["flagged"]).as_py()
+    assert len(set(hydra["cluster"].to_pylist())) == 1
+    reasons = " | ".join(hydra["reasons"][0].as_py())
+    assert "linked accounts" in reasons and "chain-of-thought" in reasons
+
+
+def test_company_behind_one_nat_is_not_flagged(scored):
+    nat = _group(scored, "n")
+    assert not pc.any(nat["flagged"]).as_py()
+    assert pc.max(nat["risk"]).as_py() < DEFAULT_THRESHOLD
+
+
+def test_unlinked_ordinary_accounts_stay_low(scored):
+    solo = _group(scored, "s")
+    assert not pc.any(solo["flagged"]).as_py()
+    assert pc.max(solo["risk"]).as_py() < pc.min(_group(scored, "h")["risk"]).as_py()
+
+
+def test_risk_is_a_probability_and_every_account_is_scored(scored):
+    assert scored.num_rows == 12 + 15 + 20
+    assert pc.min(scored["risk"]).as_py() >= 0.0 and pc.max(scored["risk"]).as_py() <= 1.0
