@@ -1,1 +1,66 @@
-"""signals stage."""
+"""Stage 1 of detection: per-request signals over contract.EVENTS record batches.
+
+    >>> from distillguard.signals import compute_signals, signal_schema
+    >>> out = compute_signals(events_batch)   # request_id + every signal column, same rows
+
+Each signal is a `Signal` (see base.py) in its own module; SIGNALS is the registry, in output
+column order.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from distillguard.errors import UserError
+from distillguard.signals.base import Signal
+from distillguard.signals.capability import CapabilitySignal
+from distillguard.signals.censor import CensorSignal
+from distillguard.signals.cot import CotSignal
+from distillguard.signals.output_budget import OutputBudgetSignal
+from distillguard.signals.rubric import RubricSignal
+from distillguard.signals.system_prompt import SystemPromptSignal
+from distillguard.signals.template import TemplateSignal
+from distillguard.signals.text import clear_memo
+from distillguard.signals.training_shaped import TrainingShapedSignal
+
+SIGNALS: tuple[Signal, ...] = (
+    TemplateSignal(),
+    SystemPromptSignal(),
+    CapabilitySignal(),
+    CotSignal(),
+    RubricSignal(),
+    CensorSignal(),
+    TrainingShapedSignal(),
+    OutputBudgetSignal(),
+)
+
+REQUEST_ID = pa.field("request_id", pa.string())
+
+__all__ = ["SIGNALS", "Signal", "compute_signals", "signal_schema"]
+
+
+def signal_schema() -> pa.Schema:
+    """Schema of compute_signals' output: request_id, then every signal's columns."""
+    fields = [REQUEST_ID]
+    for signal in SIGNALS:
+        fields.extend(signal.output)
+    return pa.schema(fields)
+
+
+def compute_signals(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Every signal column for `batch` (contract.EVENTS), same length and row order.
+
+    Only `request_id` and the signal columns are returned; join back on request_id or by
+    position.
+    """
+    if "prompt" not in batch.schema.names or "request_id" not in batch.schema.names:
+        raise UserError("signals need an events batch with request_id and prompt columns")
+    schema = signal_schema()
+    columns: dict[str, pa.Array] = {"request_id": batch.column("request_id").cast(pa.string())}
+    try:
+        for signal in SIGNALS:
+            columns.update(signal.compute(batch))
+    finally:
+        clear_memo()
+    arrays = [columns[field.name].cast(field.type) for field in schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
