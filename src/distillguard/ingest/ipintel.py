@@ -240,7 +240,7 @@ def _disposable_set() -> pa.Array:
 def is_disposable_domain(domains: pa.Array | pa.ChunkedArray) -> pa.Array:
     """True where the e-mail domain (or its parent domain) is a known disposable-mail provider.
 
-    Null in, null out. Matching is case-insensitive; `x.mailinator.com` matches `mailinator.com`.
+    A null domain gives False. Case-insensitive; `x.mailinator.com` matches `mailinator.com`.
     """
     if isinstance(domains, pa.ChunkedArray):
         domains = domains.combine_chunks()

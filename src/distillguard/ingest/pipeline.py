@@ -178,7 +178,7 @@ class _Run:
         for i, s in enumerate(self.sources):
             if per_file.get(i, 0) == 0:
                 raise UserError(f"{s.display}: no records (empty file or header only)")
-        counts.read = int(self.con.execute("SELECT count(*) FROM _keys").fetchone()[0])  # type: ignore[index]
+        counts.read = int(self.con.execute("SELECT count(*) FROM _keys").fetchall()[0][0])  # type: ignore[index]
         for why, n in self.con.execute(
             "SELECT _why, count(*) FROM _keys WHERE _why IS NOT NULL GROUP BY _why ORDER BY 2 DESC"
         ).fetchall():
@@ -193,7 +193,7 @@ class _Run:
         self.con.execute("DROP TABLE _keys")
         dup_groups, dup_rows = self.con.execute(
             "SELECT count(*), coalesce(sum(n - 1), 0) FROM _dups"
-        ).fetchone()  # type: ignore[misc]
+        ).fetchall()[0]  # type: ignore[misc]
         counts.duplicate = int(dup_rows)
         counts.accepted = counts.read - counts.rejected - counts.duplicate
         return int(dup_groups)
@@ -298,6 +298,7 @@ def _process_section(
     sink: Callable[[pa.Table], None],
     rejects_path: Path | None,
     progress: Progress,
+    write: bool = True,
 ) -> SectionCounts:
     started = time.perf_counter()
     counts = SectionCounts(inputs=[{"path": s.display, "format": s.format} for s in sources])
@@ -309,6 +310,10 @@ def _process_section(
     if counts.rejected and rejects_path is not None:
         progress(f"{section.name}: writing rejects", 0, None)
         run.write_rejects(rejects_path)
+    if not write:  # validate only: the counts are complete after pass A
+        con.execute("DROP TABLE IF EXISTS _dups")
+        counts.seconds = time.perf_counter() - started
+        return counts
     written = 0
     reader = run.stream_accepted(has_dups=dup_groups > 0)
     stage = f"{section.name}: writing"
@@ -480,3 +485,33 @@ def validate_table(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return accepted, rejects
+
+
+def validate_paths(
+    paths: list[Path],
+    kind: str = "events",
+    input_format: str = "contract",
+    rejects_path: Path | None = None,
+    progress: bool = True,
+    memory_limit: str | None = None,
+) -> tuple[SectionCounts, dict[str, object]]:
+    """Validate inputs without writing any output but the rejects file (`distillguard validate`)."""
+    from distillguard.ingest.adapters import stage_events
+    from distillguard.ingest.progress import progress_reporter
+
+    section = get_section(kind)
+    if input_format != "contract" and section.name != "events":
+        raise UserError("--format otel|litellm applies to events only")
+    work = Path(tempfile.mkdtemp(prefix="dg-validate-"))
+    try:
+        with (
+            progress_reporter(progress) as report,
+            duck_session(work / "duck", memory_limit) as con,
+        ):
+            sources, adapter = stage_events(paths, input_format, work / "staged", report)
+            counts = _process_section(
+                con, section, sources, lambda t: None, rejects_path, report, write=False
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return counts, adapter

@@ -116,7 +116,7 @@ def describe(con: duckdb.DuckDBPyConnection, from_clause: str, what: str) -> dic
 
 def one_line(exc: BaseException) -> str:
     """A DuckDB (or other) error message squeezed onto one line, without the error-class prefix."""
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split()).split(" LINE 1:")[0]
     for prefix in ("Invalid Input Error: ", "IO Error: ", "Conversion Error: ", "Binder Error: "):
         text = text.replace(prefix, "")
     return text[:400]
