@@ -1,0 +1,168 @@
+"""Radioactivity tests (Sander et al., 2024): was a suspect model trained on watermarked text?
+
+Open weights ("reading mode"): feed the suspect probe texts, take its top-1 next-token
+prediction at every position, and score green membership of (actual preceding window,
+predicted token), each distinct tuple once. A student fine-tuned on watermarked answers
+has learnt to prefer green tokens after the windows it saw, so its predictions are green
+more often than `gamma`.
+
+Closed API: score text the suspect generated (completion tokens only), each distinct
+(window, token) once; optionally keep only windows that occur in the watermarked answers
+the provider served (the "filter" of Sander et al., which concentrates the test on the
+windows the student could have learnt from).
+
+Validity: when the suspect and the probe texts do not depend on the key, every distinct
+tuple is green with probability gamma independently, so the p-value is exact. Probe texts
+must therefore *not* be watermarked with the key under test (use unwatermarked text such
+as user prompts or any public text): a model that merely predicts a watermarked text well
+would otherwise be credited with its green tokens. `null_calibration` checks this
+empirically by re-running a test under random keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import kstest
+
+from distillguard.provenance.keys import WatermarkKey
+from distillguard.provenance.watermark import (
+    Detection,
+    WatermarkConfig,
+    score_windows,
+    windows_of,
+)
+
+LogitsFn = Callable[[np.ndarray], np.ndarray]  # ids (B, T) -> logits (B, T, V)
+
+_FILTER_SEED = np.uint64(0x5DEECE66D)
+
+
+def reading_mode_rows(
+    logits_fn: LogitsFn,
+    probe_ids: Sequence[Sequence[int]],
+    token_keys: np.ndarray,
+    context_width: int,
+    pad_id: int = 0,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """(n, k+1) token-key rows: k actual probe tokens, then the suspect's top-1 prediction."""
+    k = context_width
+    rows = []
+    for start in range(0, len(probe_ids), batch_size):
+        batch = [list(s) for s in probe_ids[start : start + batch_size]]
+        t = max(len(s) for s in batch)
+        ids = np.full((len(batch), t), pad_id, dtype=np.int64)
+        lengths = np.array([len(s) for s in batch])
+        for i, s in enumerate(batch):
+            ids[i, : len(s)] = s
+        top1 = np.asarray(logits_fn(ids)).argmax(axis=-1)  # (B, T): prediction for position t+1
+        if t < k:
+            continue
+        # Window ending at position j (j = k-1 .. len-1) and the prediction made there.
+        win = np.lib.stride_tricks.sliding_window_view(ids, k, axis=1)  # (B, t-k+1, k)
+        pred = top1[:, k - 1 :]
+        valid = np.arange(k - 1, t)[None, :] < lengths[:, None]
+        rows.append(
+            np.concatenate([token_keys[win[valid]], token_keys[pred[valid]][:, None]], axis=1)
+        )
+    if not rows:
+        return np.zeros((0, k + 1), dtype=np.uint64)
+    return np.concatenate(rows).astype(np.uint64)
+
+
+def window_fingerprints(windows: np.ndarray) -> np.ndarray:
+    """Unkeyed 64-bit fingerprint of each context window row (for the context filter)."""
+    from distillguard.provenance.watermark import mix64
+
+    windows = np.asarray(windows, dtype=np.uint64)
+    h = np.full(windows.shape[0], _FILTER_SEED, dtype=np.uint64)
+    for j in range(windows.shape[1]):
+        h = mix64(h ^ mix64(windows[:, j]))
+    return h
+
+
+def served_windows(served: Sequence[np.ndarray], context_width: int) -> np.ndarray:
+    """Fingerprints of the context windows in watermarked answers the provider served."""
+    parts = [windows_of(s, context_width)[:, :-1] for s in served]
+    if not parts:
+        return np.zeros(0, dtype=np.uint64)
+    return np.unique(window_fingerprints(np.concatenate(parts)))
+
+
+def filter_rows(rows: np.ndarray, allowed_windows: np.ndarray | None) -> np.ndarray:
+    if allowed_windows is None:
+        return rows
+    return rows[np.isin(window_fingerprints(rows[:, :-1]), allowed_windows)]
+
+
+@dataclass(frozen=True)
+class RadioactivityResult:
+    mode: str  # "open" or "closed"
+    detection: Detection
+
+    @property
+    def p_value(self) -> float:
+        return self.detection.p_value
+
+
+def reading_mode_test(
+    logits_fn: LogitsFn,
+    probe_ids: Sequence[Sequence[int]],
+    token_keys: np.ndarray,
+    key: WatermarkKey,
+    config: WatermarkConfig,
+    pad_id: int = 0,
+    allowed_windows: np.ndarray | None = None,
+) -> RadioactivityResult:
+    """Open-weights test. `probe_ids` must not be watermarked with `key` (see module doc)."""
+    rows = reading_mode_rows(logits_fn, probe_ids, token_keys, config.context_width, pad_id)
+    return RadioactivityResult(
+        "open", score_windows(filter_rows(rows, allowed_windows), key, config)
+    )
+
+
+def closed_mode_rows(
+    generated: Sequence[np.ndarray], context_width: int, starts: Sequence[int] | None = None
+) -> np.ndarray:
+    """Token-key rows of generated sequences, skipping prompt tokens (`starts[i]`)."""
+    parts = [
+        windows_of(s, context_width, 0 if starts is None else starts[i])
+        for i, s in enumerate(generated)
+    ]
+    if not parts:
+        return np.zeros((0, context_width + 1), dtype=np.uint64)
+    return np.concatenate(parts)
+
+
+def closed_mode_test(
+    generated: Sequence[np.ndarray],
+    key: WatermarkKey,
+    config: WatermarkConfig,
+    starts: Sequence[int] | None = None,
+    allowed_windows: np.ndarray | None = None,
+) -> RadioactivityResult:
+    """Closed-API test on token-key sequences the suspect generated."""
+    rows = closed_mode_rows(generated, config.context_width, starts)
+    return RadioactivityResult(
+        "closed", score_windows(filter_rows(rows, allowed_windows), key, config)
+    )
+
+
+def null_calibration(
+    rows: np.ndarray, config: WatermarkConfig, n_keys: int = 100, seed: int = 12345
+) -> tuple[np.ndarray, float]:
+    """p-values of the same scored rows under `n_keys` unrelated keys, and their KS p-value.
+
+    Under the null these p-values are (super-)uniform; a small KS p-value would mean the
+    test is miscalibrated for this kind of text.
+    """
+    pvals = np.array(
+        [
+            score_windows(rows, WatermarkKey.from_seed(seed + i), config).p_value
+            for i in range(n_keys)
+        ]
+    )
+    return pvals, float(kstest(pvals, "uniform").pvalue)
