@@ -1,0 +1,246 @@
+"""Run a scenario: accounts first (small), then events chunk by chunk, streamed to Parquet.
+
+Output layout (DIR):
+  events.parquet    contract.EVENTS; one row group per chunk. Each chunk mixes accounts of every
+                    persona and is sorted by timestamp; the file as a whole is not globally sorted.
+  accounts.parquet  contract.ACCOUNTS (sorted by account_id, so row order reveals nothing)
+  labels.parquet    contract.LABELS (ground truth)
+  releases.parquet  contract.RELEASES
+  ip_intel.csv      contract section 4
+  truth.json        scenario metadata: per-campaign main capability, counts, personas
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from distillguard import contract
+from distillguard.errors import UserError
+from distillguard.simulate import network
+from distillguard.simulate.accounts import (
+    DAY_MS,
+    PersonaAccounts,
+    SharedPools,
+    build_persona_accounts,
+    scaled_counts,
+)
+from distillguard.simulate.events import Segment, generate_events
+from distillguard.simulate.scenario import Scenario, load_scenario
+
+CHUNK_EVENTS = 200_000
+PARQUET_OPTS = {"compression": "zstd", "compression_level": 1}
+
+
+@dataclass
+class SimResult:
+    out: Path
+    scenario: str
+    seed: int
+    scale: float
+    accounts: int
+    events: int
+    seconds: float
+    personas: dict[str, dict[str, int | str | None]] = field(default_factory=dict)
+
+
+def _seq(*parts: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(x) & 0xFFFFFFFF for x in parts]))
+
+
+def _segments(pa_: PersonaAccounts, cap: int) -> list[tuple[int, int, int, int]]:
+    """(account, n, t0, t1) pieces; an account above `cap` events is cut into time windows."""
+    out = []
+    for a, (n, t0, t1) in enumerate(
+        zip(pa_.n_events.tolist(), pa_.active_start.tolist(), pa_.active_end.tolist(), strict=True)
+    ):
+        k = -(-n // cap)
+        if k == 1:
+            out.append((a, n, t0, t1))
+            continue
+        edges = np.linspace(t0, t1, k + 1).astype(np.int64)
+        sizes = np.full(k, n // k)
+        sizes[: n - sizes.sum()] += 1
+        out.extend((a, int(sizes[i]), int(edges[i]), int(edges[i + 1])) for i in range(k))
+    return out
+
+
+def _plan_chunks(
+    personas: list[PersonaAccounts], seed: int, chunk: int
+) -> list[dict[int, list[tuple[int, int, int, int]]]]:
+    """Spread all segments over chunks of ~`chunk` events, each mixing every persona."""
+    flat: list[tuple[int, tuple[int, int, int, int]]] = []
+    for pi, pa_ in enumerate(personas):
+        flat.extend((pi, s) for s in _segments(pa_, chunk))
+    rng = _seq(seed, 0xC4C4)
+    order = rng.permutation(len(flat))
+    sizes = np.array([flat[i][1][1] for i in order])
+    chunk_of = np.cumsum(sizes) // chunk
+    chunks: list[dict[int, list[tuple[int, int, int, int]]]] = [
+        {} for _ in range(int(chunk_of.max()) + 1 if len(order) else 0)
+    ]
+    for c, i in zip(chunk_of.tolist(), order.tolist(), strict=True):
+        pi, segment = flat[i]
+        chunks[c].setdefault(pi, []).append(segment)
+    return [c for c in chunks if c]
+
+
+def _as_segment(rows: list[tuple[int, int, int, int]]) -> Segment:
+    arr = np.array(sorted(rows), dtype=np.int64)
+    return Segment(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+
+
+def simulate(
+    scenario: str | Path | Scenario,
+    scale: float | None = None,
+    seed: int = 0,
+    out: str | Path = "sim-out",
+    progress: Callable[[int, int], None] | None = None,
+    chunk_events: int = CHUNK_EVENTS,
+) -> SimResult:
+    """Generate a scenario into `out` (see module docstring for the files)."""
+    started = time.perf_counter()
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    scale = sc.default_scale if scale is None else float(scale)
+    if not (0 < scale <= 10):
+        raise UserError("scale must be in (0, 10]")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    n_accounts = sum(scaled_counts(p, scale, sc.min_accounts)[0] for p in sc.personas)
+    pools = SharedPools.create(_seq(seed, 0x9001), n_accounts)
+    proxy_flags: list[np.ndarray] = []
+    personas = [
+        build_persona_accounts(
+            sc, p, i, scale, _seq(seed, 0xACC, i), pools, proxy_flags, account_salt=seed * 7919 + i
+        )
+        for i, p in enumerate(sc.personas)
+    ]
+    _write_accounts(out, sc, personas)
+    network.write_ip_intel(
+        out / "ip_intel.csv", np.concatenate(proxy_flags) if proxy_flags else np.zeros(0, np.uint32)
+    )
+
+    ips = pools.flat()
+    uas = pa.array(pools.ua, pa.string())
+    chunks = _plan_chunks(personas, seed, chunk_events)
+    total = int(sum(int(p.n_events.sum()) for p in personas))
+    done = 0
+    req_salt = (seed * 0x5851F42D4C957F2D + 0x14057B7EF767814F) & (2**64 - 1)
+    with pq.ParquetWriter(out / "events.parquet", contract.EVENTS, **PARQUET_OPTS) as writer:
+        for ci, chunk in enumerate(chunks):
+            parts = []
+            for pi in sorted(chunk):
+                seg = _as_segment(chunk[pi])
+                parts.append(
+                    generate_events(
+                        sc, personas[pi], seg, ips, uas, _seq(seed, ci, pi, 0xE7), done, req_salt
+                    )
+                )
+                done += int(seg.n.sum())
+            table = pa.concat_tables(parts)
+            table = table.take(pc.sort_indices(table, [("timestamp", "ascending")]))
+            writer.write_table(table, row_group_size=len(table))
+            if progress:
+                progress(done, total)
+    _write_truth(out, sc, personas, seed, scale)
+    result = SimResult(out, sc.name, seed, scale, n_accounts, total, time.perf_counter() - started)
+    result.personas = {
+        p.persona.name: {
+            "accounts": len(p.n_events),
+            "events": int(p.n_events.sum()),
+            "campaign": p.persona.campaign,
+        }
+        for p in personas
+    }
+    return result
+
+
+def _write_accounts(out: Path, sc: Scenario, personas: list[PersonaAccounts]) -> None:
+    accounts = pa.concat_tables([p.table for p in personas])
+    if pc.count_distinct(accounts["account_id"]).as_py() != accounts.num_rows:
+        raise RuntimeError("account id collision; use another seed")
+    labels = pa.table(
+        {
+            "account_id": accounts["account_id"],
+            "persona": pa.array(
+                np.repeat(
+                    [p.persona.name for p in personas], [len(p.n_events) for p in personas]
+                ).tolist(),
+                pa.string(),
+            ),
+            "campaign_id": pa.array(
+                np.repeat(
+                    np.array([p.persona.campaign for p in personas], dtype=object),
+                    [len(p.n_events) for p in personas],
+                ).tolist(),
+                pa.string(),
+            ),
+        },
+        schema=contract.LABELS,
+    )
+    order = pc.sort_indices(accounts, [("account_id", "ascending")])
+    pq.write_table(accounts.take(order), out / "accounts.parquet", **PARQUET_OPTS)
+    pq.write_table(labels.take(order), out / "labels.parquet", **PARQUET_OPTS)
+    releases = pa.table(
+        {
+            "model": [r.model for r in sc.releases],
+            "released_at": pa.array(
+                [sc.start_ms + int(r.at_day * DAY_MS) for r in sc.releases], pa.int64()
+            ).cast(contract.TIMESTAMP),
+        },
+        schema=contract.RELEASES,
+    )
+    pq.write_table(releases, out / "releases.parquet", **PARQUET_OPTS)
+
+
+def _write_truth(
+    out: Path, sc: Scenario, personas: list[PersonaAccounts], seed: int, scale: float
+) -> None:
+    campaigns: dict[str, dict] = {}
+    for pa_ in personas:
+        p = pa_.persona
+        if not p.is_attacker:
+            continue
+        c = campaigns.setdefault(
+            p.campaign,
+            {
+                "personas": [],
+                "accounts": 0,
+                "requests": 0,
+                "main_capability": p.main_capability,
+                "capabilities": p.capabilities,
+            },
+        )
+        c["personas"].append(p.name)
+        c["accounts"] += len(pa_.n_events)
+        c["requests"] += int(pa_.n_events.sum())
+        c["main_capability"] = c["main_capability"] or max(p.capabilities, key=p.capabilities.get)
+    truth = {
+        "scenario": sc.name,
+        "description": sc.description,
+        "seed": seed,
+        "scale": scale,
+        "start": sc.start.isoformat(),
+        "days": sc.days,
+        "releases": {r.model: r.at_day for r in sc.releases},
+        "campaigns": campaigns,
+        "personas": {
+            pa_.persona.name: {
+                "kind": pa_.persona.kind,
+                "campaign": pa_.persona.campaign,
+                "accounts": len(pa_.n_events),
+                "events": int(pa_.n_events.sum()),
+            }
+            for pa_ in personas
+        },
+    }
+    (out / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True), encoding="utf-8")
