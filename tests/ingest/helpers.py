@@ -57,7 +57,9 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 
 def write_csv(path: Path, records: list[dict[str, Any]]) -> Path:
-    table = pa.Table.from_pylist([{k: None if v is None else str(v) for k, v in r.items()} for r in records])
+    table = pa.Table.from_pylist(
+        [{k: None if v is None else str(v) for k, v in r.items()} for r in records]
+    )
     pacsv.write_csv(table, path)
     return path
 

@@ -19,7 +19,9 @@ from tests.ingest.helpers import event, write_jsonl
 DATA = Path(__file__).parents[2] / "src" / "distillguard" / "data"
 
 
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def run_cli(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["distillguard", *args])
     with pytest.raises(SystemExit) as exc:
         main()
@@ -44,8 +46,18 @@ def _garbage_parquet(d: Path) -> Path:
 
 
 def _wrong_types(d: Path) -> Path:
-    table = pa.table({"request_id": ["a"], "timestamp": [True], "account_id": ["x"], "client_ip": ["1.1.1.1"],
-                      "model": ["m"], "prompt": ["p"], "input_tokens": [[1]], "output_tokens": [1]})
+    table = pa.table(
+        {
+            "request_id": ["a"],
+            "timestamp": [True],
+            "account_id": ["x"],
+            "client_ip": ["1.1.1.1"],
+            "model": ["m"],
+            "prompt": ["p"],
+            "input_tokens": [[1]],
+            "output_tokens": [1],
+        }
+    )
     pq.write_table(table, d / "w.parquet")
     return d / "w.parquet"
 
@@ -81,16 +93,31 @@ def _unknown_extension(d: Path) -> Path:
     return d / "x.txt"
 
 
-MALFORMED = [_truncated_gzip, _garbage, _garbage_parquet, _wrong_types, _empty, _header_only,
-             _long_line, _mixed_dir, _missing, _unknown_extension]
+MALFORMED = [
+    _truncated_gzip,
+    _garbage,
+    _garbage_parquet,
+    _wrong_types,
+    _empty,
+    _header_only,
+    _long_line,
+    _mixed_dir,
+    _missing,
+    _unknown_extension,
+]
 
 
 @pytest.mark.parametrize("make", MALFORMED, ids=lambda f: f.__name__.strip("_"))
 @pytest.mark.parametrize("command", ["validate", "ingest"])
-def test_malformed_input_is_one_line_and_exit_2(tmp_path: Path, make, command: str, monkeypatch, capsys) -> None:
+def test_malformed_input_is_one_line_and_exit_2(
+    tmp_path: Path, make, command: str, monkeypatch, capsys
+) -> None:
     path = make(tmp_path)
-    args = ["validate", "--quiet", str(path)] if command == "validate" else [
-        "ingest", "--quiet", "--events", str(path), "--out", str(tmp_path / "out")]
+    args = (
+        ["validate", "--quiet", str(path)]
+        if command == "validate"
+        else ["ingest", "--quiet", "--events", str(path), "--out", str(tmp_path / "out")]
+    )
     code, _, err = run_cli(args, monkeypatch, capsys)
     assert code == 2
     lines = err.strip().splitlines()
@@ -99,30 +126,56 @@ def test_malformed_input_is_one_line_and_exit_2(tmp_path: Path, make, command: s
 
 
 def test_validate_example_and_strict(monkeypatch, capsys) -> None:
-    code, out, _ = run_cli(["validate", "--quiet", str(DATA / "example-events.jsonl")], monkeypatch, capsys)
+    code, out, _ = run_cli(
+        ["validate", "--quiet", str(DATA / "example-events.jsonl")], monkeypatch, capsys
+    )
     assert code == 0 and "bad_ip" in out
-    code, _, err = run_cli(["validate", "--quiet", "--strict", str(DATA / "example-events.jsonl")], monkeypatch, capsys)
+    code, _, err = run_cli(
+        ["validate", "--quiet", "--strict", str(DATA / "example-events.jsonl")], monkeypatch, capsys
+    )
     assert code == 2 and "rejected" in err
 
 
 def test_validate_clean_accounts_strict_passes(monkeypatch, capsys) -> None:
-    args = ["validate", "--quiet", "--strict", "--kind", "accounts", str(DATA / "example-accounts.csv")]
+    args = [
+        "validate",
+        "--quiet",
+        "--strict",
+        "--kind",
+        "accounts",
+        str(DATA / "example-accounts.csv"),
+    ]
     code, out, _ = run_cli(args, monkeypatch, capsys)
     assert code == 0 and "accounts" in out
 
 
 def test_bad_option_values_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
-    code, _, err = run_cli(["validate", "--kind", "users", str(DATA / "example-accounts.csv")], monkeypatch, capsys)
+    code, _, err = run_cli(
+        ["validate", "--kind", "users", str(DATA / "example-accounts.csv")], monkeypatch, capsys
+    )
     assert code == 2 and err.count("\n") == 1
 
 
 def test_ingest_example_through_the_installed_entry_point(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "distillguard", "ingest", "--events", str(DATA / "example-events.jsonl"),
-         "--accounts", str(DATA / "example-accounts.csv"), "--releases", str(DATA / "example-releases.csv"),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "distillguard",
+            "ingest",
+            "--events",
+            str(DATA / "example-events.jsonl"),
+            "--accounts",
+            str(DATA / "example-accounts.csv"),
+            "--releases",
+            str(DATA / "example-releases.csv"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "ingest.json").read_text())

@@ -42,8 +42,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
     return table.sort_by("request_id")
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "jsonl.gz", "jsonl.zst", "csv", "parquet", "parquet-dir"])
-def test_each_format_reads_to_the_same_contract_table(tmp_path: Path, kind: str, reference: pa.Table) -> None:
+@pytest.mark.parametrize(
+    "kind", ["jsonl", "jsonl.gz", "jsonl.zst", "csv", "parquet", "parquet-dir"]
+)
+def test_each_format_reads_to_the_same_contract_table(
+    tmp_path: Path, kind: str, reference: pa.Table
+) -> None:
     table, counts = read_section("events", [_write(tmp_path, kind)])
     assert (counts.read, counts.accepted, counts.rejected, counts.duplicate) == (N, N, 0, 0)
     assert table.schema == contract.EVENTS
@@ -66,7 +70,7 @@ def test_timestamps_rfc3339_and_epoch_ms_mean_the_same_instant(tmp_path: Path) -
 
 
 def test_ingest_writes_the_documented_layout(tmp_path: Path) -> None:
-    events = write_jsonl(tmp_path / "e.jsonl", _records() + [event(0)])  # one duplicate
+    events = write_jsonl(tmp_path / "e.jsonl", [*_records(), event(0)])  # one duplicate
     accounts = write_csv(tmp_path / "a.csv", [account(i) for i in range(3)])
     releases = write_csv(
         tmp_path / "r.csv", [{"model": "model-a", "released_at": "2025-12-01T00:00:00Z"}]

@@ -46,8 +46,16 @@ def test_jsonl_rejection_reasons(tmp_path: Path, change: dict, reason: str, fiel
     assert counts.by_field == {f"{reason}:{field}": 1}
     [line] = rejects.read_text().splitlines()
     r = json.loads(line)
-    assert (r["file"], r["line"], r["row"], r["field"], r["reason"]) == (str(path), 2, 1, field, reason)
-    assert r["record"]["request_id"] == (None if change.get("request_id", "x") is None else event(1, **change)["request_id"])
+    assert (r["file"], r["line"], r["row"], r["field"], r["reason"]) == (
+        str(path),
+        2,
+        1,
+        field,
+        reason,
+    )
+    assert r["record"]["request_id"] == (
+        None if change.get("request_id", "x") is None else event(1, **change)["request_id"]
+    )
     assert "req-1" not in table["request_id"].to_pylist()
 
 
@@ -143,24 +151,36 @@ _field_values = {
     "timestamp": st.one_of(
         st.none(),
         st.integers(-(2**62), 2**62),
-        st.sampled_from(["2026-02-03T04:05:06Z", "2026-02-03T04:05:06", "x", "2026-02-03T04:05:06+05:30"]),
+        st.sampled_from(
+            ["2026-02-03T04:05:06Z", "2026-02-03T04:05:06", "x", "2026-02-03T04:05:06+05:30"]
+        ),
     ),
     "account_id": st.one_of(st.none(), st.text(max_size=3)),
-    "client_ip": st.one_of(st.none(), st.sampled_from(["1.2.3.4", "::1", "1.2.3", "fe80::1%eth0", " "])),
+    "client_ip": st.one_of(
+        st.none(), st.sampled_from(["1.2.3.4", "::1", "1.2.3", "fe80::1%eth0", " "])
+    ),
     "model": st.one_of(st.none(), st.just("m")),
     "prompt": st.one_of(st.none(), st.text(max_size=5), st.integers()),
-    "input_tokens": st.one_of(st.none(), st.integers(-5, 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=2)),
+    "input_tokens": st.one_of(
+        st.none(), st.integers(-5, 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=2)
+    ),
     "output_tokens": st.one_of(st.none(), st.integers(-3, 10), st.booleans()),
     "turn": st.one_of(st.none(), st.integers(-(2**40), 2**40)),
-    "temperature": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False), st.just("t")),
+    "temperature": st.one_of(
+        st.none(), st.floats(allow_nan=False, allow_infinity=False), st.just("t")
+    ),
     "status": st.one_of(st.none(), st.sampled_from(["ok", "ERROR", "nope", ""])),
 }
 _record = st.fixed_dictionaries({}, optional=_field_values)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(records=st.lists(_record, min_size=1, max_size=12))
-def test_every_record_is_accounted_for_exactly_once(tmp_path_factory: pytest.TempPathFactory, records: list[dict]) -> None:
+def test_every_record_is_accounted_for_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory, records: list[dict]
+) -> None:
     tmp = tmp_path_factory.mktemp("prop")
     path = write_jsonl(tmp / "e.jsonl", records)
     rejects = tmp / "r.jsonl"
@@ -176,5 +196,7 @@ def test_every_record_is_accounted_for_exactly_once(tmp_path_factory: pytest.Tem
     # A rejected row never appears among the accepted ones, and accepted ids are unique.
     ids = table["request_id"].to_pylist()
     assert len(ids) == len(set(ids))
-    valid_ids = {records[i].get("request_id") for i in range(len(records)) if i not in rejected_rows}
+    valid_ids = {
+        records[i].get("request_id") for i in range(len(records)) if i not in rejected_rows
+    }
     assert set(ids) == valid_ids

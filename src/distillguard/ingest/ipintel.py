@@ -222,7 +222,7 @@ def classify_ips(ips: pa.Array | pa.ChunkedArray, intel: pa.Table | None = None)
     return pa.table(
         {
             "ip": ips,
-            "kind": pa.array(kinds, pa.string()).take(indices),
+            "kind": pc.fill_null(pa.array(kinds, pa.string()).take(indices), UNKNOWN),
             "asn": pa.array(asns, pa.int64()).take(indices),
             "as_org": pa.array(orgs, pa.string()).take(indices),
         },
@@ -251,4 +251,4 @@ def is_disposable_domain(domains: pa.Array | pa.ChunkedArray) -> pa.Array:
         lowered, pattern=r"^[^.]+\.", replacement="", max_replacements=1
     )
     via_parent = pc.and_(pc.is_in(parent, value_set=blocked), pc.not_equal(parent, lowered))
-    return pc.or_(direct, via_parent)
+    return pc.fill_null(pc.or_(direct, via_parent), False)
