@@ -44,8 +44,15 @@ def _aggregates(events: Path) -> pa.Table:
     return duckdb.sql(AGGREGATES.format(path=sql_path(events))).to_arrow_table()
 
 
-def _write(out: Path, ids: list[str], risk: np.ndarray, flagged: np.ndarray,
-           campaign: list[str | None], reason: str, events: Path) -> None:
+def _write(
+    out: Path,
+    ids: list[str],
+    risk: np.ndarray,
+    flagged: np.ndarray,
+    campaign: list[str | None],
+    reason: str,
+    events: Path,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     accounts = pa.table(
         {
@@ -93,8 +100,15 @@ def volume_threshold(events: Path, out: Path) -> None:
     cut = np.quantile(req, VOLUME_QUANTILE)
     flagged = req > cut
     campaign = ["volume" if f else None for f in flagged]
-    _write(out, agg["account_id"].to_pylist(), req / req.max(), flagged, campaign,
-           f"more than {cut:.0f} requests", events)
+    _write(
+        out,
+        agg["account_id"].to_pylist(),
+        req / req.max(),
+        flagged,
+        campaign,
+        f"more than {cut:.0f} requests",
+        events,
+    )
 
 
 def isolation_forest(events: Path, out: Path, seed: int = 0) -> None:
@@ -106,8 +120,15 @@ def isolation_forest(events: Path, out: Path, seed: int = 0) -> None:
     raw = -model.score_samples(x)
     risk = (raw - raw.min()) / max(raw.max() - raw.min(), 1e-9)
     campaign = ["outliers" if f else None for f in flagged]
-    _write(out, agg["account_id"].to_pylist(), risk, flagged, campaign,
-           "isolation-forest outlier", events)
+    _write(
+        out,
+        agg["account_id"].to_pylist(),
+        risk,
+        flagged,
+        campaign,
+        "isolation-forest outlier",
+        events,
+    )
 
 
 def shared_ip_components(events: Path, out: Path) -> None:
@@ -115,7 +136,9 @@ def shared_ip_components(events: Path, out: Path) -> None:
     pairs = duckdb.sql(
         f"SELECT DISTINCT account_id, client_ip FROM read_parquet({sql_path(events)})"
     ).to_arrow_table()
-    ids, acc_idx = np.unique(pairs["account_id"].to_numpy(zero_copy_only=False), return_inverse=True)
+    ids, acc_idx = np.unique(
+        pairs["account_id"].to_numpy(zero_copy_only=False), return_inverse=True
+    )
     _, ip_idx = np.unique(pairs["client_ip"].to_numpy(zero_copy_only=False), return_inverse=True)
     n = len(ids)
     # Bipartite account-IP graph: components over it equal components of shared-IP links.
@@ -127,8 +150,15 @@ def shared_ip_components(events: Path, out: Path) -> None:
     sizes = np.bincount(comp)
     flagged = sizes[comp] >= MIN_COMPONENT
     campaign = [f"ipcc-{c}" if f else None for c, f in zip(comp, flagged, strict=True)]
-    _write(out, ids.tolist(), flagged.astype(float), flagged, campaign,
-           "shares IPs with linked accounts", events)
+    _write(
+        out,
+        ids.tolist(),
+        flagged.astype(float),
+        flagged,
+        campaign,
+        "shares IPs with linked accounts",
+        events,
+    )
 
 
 BASELINES = {

@@ -34,11 +34,16 @@ def main() -> None:
     _run(
         [
             "detect",
-            "--events", str(sim / "events.parquet"),
-            "--accounts", str(sim / "accounts.parquet"),
-            "--releases", str(sim / "releases.parquet"),
-            "--ip-intel", str(sim / "ip_intel.csv"),
-            "--out", str(det),
+            "--events",
+            str(sim / "events.parquet"),
+            "--accounts",
+            str(sim / "accounts.parquet"),
+            "--releases",
+            str(sim / "releases.parquet"),
+            "--ip-intel",
+            str(sim / "ip_intel.csv"),
+            "--out",
+            str(det),
         ]
     )
     _run(["evaluate", "--truth", str(sim), "--pred", str(det), "--json", str(det / "eval.json")])

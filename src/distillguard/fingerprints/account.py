@@ -131,11 +131,18 @@ def network(e: ir.Table) -> ir.Table:
         anon_share=_share(e.ip_kind.isin(ANONYMOUS_KINDS)),
         hosted_share=_share(e.ip_kind.isin(HOSTED_KINDS)),
         residential_share=_share(e.ip_kind.isin(("residential", "mobile"))),
+        # Home-line addresses change rarely; one per request means a rotating proxy pool.
+        # VPN, Tor and hosting exits are excluded: privacy users hop between those by design.
+        home_ips=ibis.ifelse(
+            e.ip_kind.isin(("datacenter", "vpn", "tor")), ibis.null("string"), e.client_ip
+        ).nunique(),
     )
     j = _attach(_attach(g, churn), ua)
-    return j.mutate(ips_per_request=j.ips / j.n, top_ua_share=j.top_ua_requests / j.n).drop(
-        "n", "top_ua_requests"
-    )
+    return j.mutate(
+        ips_per_request=j.ips / j.n,
+        home_ips_per_request=j.home_ips / j.n,
+        top_ua_share=j.top_ua_requests / j.n,
+    ).drop("n", "top_ua_requests")
 
 
 def adoption(e: ir.Table, releases: ir.Table) -> ir.Table:

@@ -1,8 +1,9 @@
 """Shared evidence keys: what two accounts can have in common, one view at a time.
 
-Each view turns requests (or sign-up records) into `(account_id, view, key)` rows. Two accounts
-that hold the same key are candidates for a link. Written once in ibis so DuckDB and Spark run
-the same definitions.
+Each view turns requests (or sign-up records) into `(account_id, view, key, share)` rows, where
+`share` is the fraction of the account's traffic that carries the key (1 for sign-up records).
+Two accounts that hold the same key are candidates for a link. Written once in ibis so DuckDB
+and Spark run the same definitions.
 """
 
 from __future__ import annotations
@@ -28,10 +29,23 @@ VIEW_WEIGHTS: dict[str, float] = {
 }
 VIEWS = tuple(VIEW_WEIGHTS)
 NETWORK_VIEWS = ("ip", "subnet")
+# Views whose weight is the overlap of two accounts' traffic (histogram intersection).
+OVERLAP_VIEWS = ("template", "wrapper", "system", "sync")
+ACCOUNT_VIEWS = ("payment", "device", "signup")
 
 
-def _rows(t: ir.Table, view: str, key: ir.StringValue) -> ir.Table:
-    return t.select(account_id=t.account_id, view=ibis.literal(view), key=key)
+def _rows(t: ir.Table, view: str, key: ir.StringValue, share: float | None = None) -> ir.Table:
+    cols = {"account_id": t.account_id, "view": ibis.literal(view), "key": key}
+    if share is not None:
+        cols["share"] = ibis.literal(share, type="float64")
+    return t.select(**cols)
+
+
+def _with_share(rows: ir.Table, totals: ir.Table) -> ir.Table:
+    """Count each (account, view, key) and divide by the account's total in that view."""
+    c = rows.group_by(["account_id", "view", "key"]).aggregate(c=rows.count())
+    j = c.join(totals, [c.account_id == totals.account_id, c["view"] == totals.tview])
+    return j.select(c.account_id, c["view"], c.key, share=c.c.cast("float64") / j.total)
 
 
 def _s(v: ir.Value) -> ir.StringValue:
@@ -39,17 +53,26 @@ def _s(v: ir.Value) -> ir.StringValue:
 
 
 def request_evidence(e: ir.Table) -> ir.Table:
-    """Evidence from requests: addresses per day, templates, wrappers, system prompts, timing."""
+    """Evidence from requests: addresses per day, templates, wrappers, system prompts, timing.
+
+    The share of a wrapper band is divided by the bands per request, so one template's many
+    bands count as one template, not as many independent coincidences.
+    """
     bands = e.filter(e.tpl_bands.notnull()).select("account_id", band=e.tpl_bands.unnest())
-    parts = [
+    rows = ibis.union(
         _rows(e, "ip", e.client_ip + "@" + _s(e.day)),
         _rows(e, "subnet", e.subnet + "@" + _s(e.day)),
         _rows(e, "template", _s(e.tpl_id)),
         _rows(bands, "wrapper", _s(bands.band)),
-        _rows(e.filter(e.sys_id.notnull()), "system", _s(e.sys_id)),
+        _rows(e, "system", _s(e.sys_id).fill_null("none")),
         _rows(e, "sync", _s(e.tpl_prefix) + "@" + _s(e.ts_ms // SYNC_WINDOW_MS)),
-    ]
-    return ibis.union(*parts, distinct=True)
+        distinct=False,
+    )
+    totals = rows.group_by(["account_id", "view"]).aggregate(total=rows.count())
+    totals = totals.rename(tview="view")
+    ev = _with_share(rows, totals)
+    # Requests without a system prompt share nothing.
+    return ev.filter(~((ev["view"] == "system") & (ev.key == "none")))
 
 
 def account_evidence(accounts: ir.Table) -> ir.Table:
@@ -57,9 +80,9 @@ def account_evidence(accounts: ir.Table) -> ir.Table:
     a = accounts
     signup_key = a.email_domain.fill_null("?") + "@" + _s(a.created_ms // SIGNUP_WINDOW_MS)
     parts = [
-        _rows(a.filter(a.payment_fingerprint.notnull()), "payment", a.payment_fingerprint),
-        _rows(a.filter(a.device_fingerprint.notnull()), "device", a.device_fingerprint),
-        _rows(a.filter(a.created_ms.notnull()), "signup", signup_key),
+        _rows(a.filter(a.payment_fingerprint.notnull()), "payment", a.payment_fingerprint, 1.0),
+        _rows(a.filter(a.device_fingerprint.notnull()), "device", a.device_fingerprint, 1.0),
+        _rows(a.filter(a.created_ms.notnull()), "signup", signup_key, 1.0),
     ]
     return ibis.union(*parts, distinct=True)
 

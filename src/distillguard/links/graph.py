@@ -16,7 +16,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import xxhash
 
-from distillguard.links.evidence import NETWORK_VIEWS, VIEW_WEIGHTS, VIEWS
+from distillguard.links.evidence import NETWORK_VIEWS, OVERLAP_VIEWS, VIEW_WEIGHTS, VIEWS
 
 FULL_PAIRS_MAX = 40  # groups up to this size link every pair
 EXPANDER_OFFSETS = tuple(2**i for i in range(16))  # i -> i + 1, 2, 4, ... (mod n)
@@ -25,15 +25,31 @@ MAX_GROUP_SHARE = 0.5  # a key held by over half of all accounts says nothing...
 MIN_POPULATION_FOR_SHARE = 200  # ...once there are enough accounts for "half" to mean anything
 
 
-def _key_weight(n: ir.IntegerValue, view: ir.StringValue) -> ir.FloatingValue:
-    """Rarity weight of a key held by n accounts; 1 for a pair.
+def _pair_weight(
+    n: ir.IntegerValue,
+    view: ir.StringValue,
+    share_a: ir.FloatingValue,
+    share_b: ir.FloatingValue,
+    total_accounts: int,
+) -> ir.FloatingValue:
+    """Weight of one shared key for one pair of accounts.
 
-    Network keys (an address or subnet on a day) share one unit of evidence among all holders,
-    1/(n-1), so a NAT, campus or VPN exit with many users links each pair only faintly. Content
-    keys fall like 1/log2(n+1): a template shared by a thousand accounts is still evidence.
+    - Network keys (an address or subnet on a day) share one unit of evidence among all
+      holders, 1/(n-1), so a NAT, campus or VPN exit with many users links each pair faintly.
+    - Content and timing keys weigh the overlap of the two accounts' traffic, min(share_a,
+      share_b), discounted by how common the key is (1 - n/N): summed over keys this is the
+      histogram intersection of their template use. A generic phrase that a tenth of two
+      users' prompts start with barely links them; a campaign whose accounts send the same
+      templates for most of their traffic links strongly, however many accounts it has.
+    - Sign-up keys (payment, device, batch) fall like 1/log2(n+1).
     """
     nf = n.cast("float64")
-    return ibis.ifelse(view.isin(NETWORK_VIEWS), 1.0 / (nf - 1.0), 1.585 / (nf + 1.0).log2())
+    overlap = ibis.least(share_a, share_b) * (1.0 - nf / float(max(total_accounts, 1)))
+    return ibis.cases(
+        (view.isin(NETWORK_VIEWS), 1.0 / (nf - 1.0)),
+        (view.isin(OVERLAP_VIEWS), overlap),
+        else_=1.585 / (nf + 1.0).log2(),
+    )
 
 
 def keyed_members(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
@@ -45,25 +61,29 @@ def keyed_members(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Tabl
     sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= limit))
     m = ev.join(sizes, ["view", "key"]).join(order, "account_id")
     w = ibis.window(group_by=["view", "key"], order_by="ord")
-    return m.mutate(pos=ibis.row_number().over(w), w=_key_weight(m.n, m["view"]))
+    return m.mutate(pos=ibis.row_number().over(w))
 
 
-def _full_pairs(m: ir.Table) -> ir.Table:
+def _full_pairs(m: ir.Table, total_accounts: int) -> ir.Table:
     small = m.filter(m.n <= FULL_PAIRS_MAX)
     r = small.view()
     j = small.join(r, [small["view"] == r["view"], small.key == r.key, small.ord < r.ord])
-    return j.select(
-        a=small.account_id, b=r.account_id, view=small["view"], key=small.key, w=small.w
-    )
+    w = _pair_weight(small.n, small["view"], small.share, r.share, total_accounts)
+    return j.select(a=small.account_id, b=r.account_id, view=small["view"], key=small.key, w=w)
 
 
-def _expander_pairs(m: ir.Table) -> ir.Table:
+def _expander_pairs(m: ir.Table, total_accounts: int) -> ir.Table:
     big = m.filter(m.n > FULL_PAIRS_MAX)
     offsets = ibis.memtable({"off": list(EXPANDER_OFFSETS)})
     src = big.cross_join(offsets)
     src = src.filter(src.off < src.n).mutate(target=(src.pos + src.off) % src.n)
     dst = big.select(
-        dview=big["view"], dkey=big.key, dpos=big.pos, daccount=big.account_id, dord=big.ord
+        dview=big["view"],
+        dkey=big.key,
+        dpos=big.pos,
+        daccount=big.account_id,
+        dord=big.ord,
+        dshare=big.share,
     )
     j = src.join(dst, [src["view"] == dst.dview, src.key == dst.dkey, src.target == dst.dpos])
     # Store each pair once, smaller order first.
@@ -73,7 +93,7 @@ def _expander_pairs(m: ir.Table) -> ir.Table:
         b=ibis.ifelse(first, j.daccount, j.account_id),
         view=j["view"],
         key=j.key,
-        w=j.w,
+        w=_pair_weight(j.n, j["view"], j.share, j.dshare, total_accounts),
     )
 
 
@@ -81,7 +101,9 @@ def edges(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
     """One row per linked pair: total weight and, per view, the number of keys shared."""
     m = keyed_members(ev, order, total_accounts)
     # distinct: an offset and its complement can reach the same pair in a small ring.
-    pairs = ibis.union(_full_pairs(m), _expander_pairs(m), distinct=True)
+    pairs = ibis.union(
+        _full_pairs(m, total_accounts), _expander_pairs(m, total_accounts), distinct=True
+    )
     per_view = pairs.group_by(["a", "b", "view"]).aggregate(s=pairs.w.sum(), k=pairs.count())
     capped = per_view.s.clip(upper=VIEW_CAP)
     vw = ibis.cases(*[(per_view["view"] == v, w) for v, w in VIEW_WEIGHTS.items()], else_=0.0)
@@ -89,6 +111,8 @@ def edges(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
     aggs = {"weight": per_view.weight.sum()}
     for v in VIEWS:
         aggs[f"n_{v}"] = ibis.ifelse(per_view["view"] == v, per_view.k, 0).sum()
+    for v in VIEWS:
+        aggs[f"w_{v}"] = ibis.ifelse(per_view["view"] == v, per_view.weight, 0.0).sum()
     return per_view.group_by(["a", "b"]).aggregate(**aggs).order_by(["a", "b"])
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from distillguard.contract import TIMESTAMP
 from distillguard.engines.duckdb import sql_path
 from distillguard.ingest.ipintel import classify_ips
 from distillguard.signals import compute_signals
@@ -87,14 +88,15 @@ def ip_info(ips: pa.Array, intel: pa.Table | None) -> pa.Table:
 
 
 def _time_columns(ts: pa.Array) -> dict[str, pa.Array]:
-    ms = pc.cast(ts, pa.int64())
-    day = pc.floor_divide(ms, MS_PER_DAY)
+    # DuckDB hands timestamps back in microseconds; the contract's unit is milliseconds.
+    ms = pc.cast(pc.cast(ts, TIMESTAMP), pa.int64()).to_numpy(zero_copy_only=False)
+    day = ms // MS_PER_DAY
     return {
-        "ts_ms": ms,
-        "day": day,
-        "hour": pc.floor_divide(pc.subtract(ms, pc.multiply(day, MS_PER_DAY)), MS_PER_HOUR),
+        "ts_ms": pa.array(ms),
+        "day": pa.array(day),
+        "hour": pa.array((ms - day * MS_PER_DAY) // MS_PER_HOUR),
         # 1970-01-01 was a Thursday: shift so Monday = 0.
-        "weekday": pc.remainder(pc.add(day, 3), 7),
+        "weekday": pa.array((day + 3) % 7),
     }
 
 
@@ -110,7 +112,7 @@ def enrich_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _batches(con: duckdb.DuckDBPyConnection, events: Path, rows: int) -> Iterator[pa.RecordBatch]:
-    reader = con.execute(f"SELECT * FROM read_parquet({sql_path(events)})").to_arrow_reader(
+    reader = con.sql(f"SELECT * FROM read_parquet({sql_path(events)})").to_arrow_reader(
         batch_size=rows
     )
     yield from reader
@@ -165,7 +167,7 @@ def attach_ip_info(
     con: duckdb.DuckDBPyConnection, enriched: Path, intel: pa.Table | None, out: Path
 ) -> None:
     """Join the IP kind/ASN/subnet of every distinct client IP onto the enriched events."""
-    ips = con.execute(
+    ips = con.sql(
         f"SELECT DISTINCT client_ip FROM read_parquet({sql_path(enriched)})"
     ).to_arrow_table()["client_ip"]
     info = ip_info(ips.combine_chunks(), intel)

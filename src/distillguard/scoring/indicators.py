@@ -69,10 +69,10 @@ ACCOUNT_INDICATORS: tuple[Indicator, ...] = (
     Indicator(
         "ip_rotation",
         0.45,
-        lambda c: ramp(_has(c, "ips_per_request"), 0.15, 0.6) * (_has(c, "requests") >= 20),
+        lambda c: ramp(_has(c, "home_ips_per_request"), 0.15, 0.6) * (_has(c, "requests") >= 20),
         lambda c, i: (
-            f"used {int(c['ips'][i])} IPs in {int(c['subnets'][i])} subnets for "
-            f"{int(c['requests'][i])} requests (rotating proxies)"
+            f"used {int(c['home_ips'][i])} residential or unclassified IPs for "
+            f"{int(c['requests'][i])} requests (rotating proxy pool)"
         ),
     ),
     Indicator(
@@ -132,8 +132,8 @@ CLUSTER_INDICATORS: tuple[Indicator, ...] = (
         0.6,
         lambda c: ramp(_has(c, "content_linked"), 0.3, 0.8) * (_has(c, "size") >= 3),
         lambda c, i: (
-            f"shares {int(c['shared_templates'][i])} rare prompt templates with "
-            f"{int(c['size'][i]) - 1} accounts"
+            f"sends the same prompt templates as {c['content_partners'][i]:.0f} linked accounts "
+            f"(overlap {_pct(c['content_overlap'][i])} of requests)"
         ),
     ),
     Indicator(

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard.links.evidence import VIEW_WEIGHTS
 from distillguard.scoring.indicators import (
     ACCOUNT_INDICATORS,
     CLUSTER_INDICATORS,
@@ -32,9 +33,6 @@ from distillguard.scoring.indicators import (
 DEFAULT_THRESHOLD = 0.5
 SOLO_WEIGHT = 0.55  # an unlinked account's own behaviour alone tops out just above 0.5
 MAX_REASONS = 6
-CONTENT_VIEWS = ("n_template", "n_wrapper")
-NETWORK_VIEWS = ("n_ip", "n_subnet")
-IDENTITY_VIEWS = ("n_payment", "n_device")
 
 
 @dataclass
@@ -49,33 +47,42 @@ def _columns(table: pa.Table) -> Columns:
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
+# Minimum per-view link weight for a partner to count as linked by that kind of evidence:
+# 0.2 = the two accounts share a fifth of their template use, or a rare address, etc.
+LINK_MIN = {"content": 0.2, "network": 0.2, "sync": 0.1, "identity": 0.5, "signup": 0.5}
+LINK_VIEWS = {
+    "content": ("w_template", "w_wrapper"),
+    "network": ("w_ip", "w_subnet"),
+    "sync": ("w_sync",),
+    "identity": ("w_payment", "w_device"),
+    "signup": ("w_signup",),
+}
+
+
 def _internal_partner_counts(
     edges: pa.Table, cluster_of: dict[str, int], ids: list[str]
 ) -> dict[str, np.ndarray]:
-    """Per account: number of partners inside its own cluster, per kind of evidence."""
+    """Per account: partners inside its own cluster per kind of evidence, and content overlap."""
     index = {k: i for i, k in enumerate(ids)}
     a = np.fromiter((index[x] for x in edges["a"].to_pylist()), np.int64, edges.num_rows)
     b = np.fromiter((index[x] for x in edges["b"].to_pylist()), np.int64, edges.num_rows)
     cl = np.array([cluster_of[k] for k in ids], dtype=np.int64)
     internal = cl[a] == cl[b]
     out: dict[str, np.ndarray] = {}
-    groups = {
-        "content": CONTENT_VIEWS,
-        "network": NETWORK_VIEWS,
-        "sync": ("n_sync",),
-        "identity": IDENTITY_VIEWS,
-        "signup": ("n_signup",),
-    }
-    for name, views in groups.items():
-        has = internal & (sum(edges[v].to_numpy() for v in views) > 0)
+    for name, views in LINK_VIEWS.items():
+        weight = sum(edges[v].to_numpy() for v in views)
+        has = internal & (weight >= LINK_MIN[name])
         out[name] = np.bincount(a[has], minlength=len(ids)) + np.bincount(
             b[has], minlength=len(ids)
         )
-    tpl = edges["n_template"].to_numpy() + edges["n_wrapper"].to_numpy()
-    shared = np.zeros(len(ids))
-    np.maximum.at(shared, a[internal], tpl[internal])
-    np.maximum.at(shared, b[internal], tpl[internal])
-    out["shared_templates"] = shared
+    # Template overlap of the pair: exact templates, or paraphrase bands for reworded ones.
+    overlap = np.maximum(
+        edges["w_template"].to_numpy(), edges["w_wrapper"].to_numpy() / VIEW_WEIGHTS["wrapper"]
+    )
+    best = np.zeros(len(ids))
+    np.maximum.at(best, a[internal], overlap[internal])
+    np.maximum.at(best, b[internal], overlap[internal])
+    out["content_overlap"] = best
     return out
 
 
@@ -98,7 +105,8 @@ def _cluster_evidence(cl: np.ndarray, partners: dict[str, np.ndarray]) -> Column
         "sync_linked": linked_share("sync"),
         "identity_linked": linked_share("identity"),
         "signup_linked": linked_share("signup"),
-        "shared_templates": mean_of(partners["shared_templates"]),
+        "content_overlap": mean_of(partners["content_overlap"]),
+        "content_partners": mean_of(partners["content"]),
         "network_partners": mean_of(partners["network"]),
     }
 
