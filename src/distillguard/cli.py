@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "distillguard.simulate.commands",
     "distillguard.evaluate",
     "distillguard.pipeline",
+    "distillguard.provenance.commands",
 )
 
 
