@@ -194,7 +194,7 @@ def _campaign_metrics(
             ),
             "main_capability": main,
             "capability_in_top3": (main in list(det_caps)[:3])
-            if best is not None and main
+            if best in detected and main
             else None,
         }
     return out

@@ -453,6 +453,8 @@ def build_persona_accounts(
     pools: SharedPools,
     proxy_flags: list[np.ndarray],
     account_salt: int,
+    wrapper_offset: int = 0,
+    seed: int = 0,
 ) -> PersonaAccounts:
     n, total = scaled_counts(p, scale, sc.min_accounts)
     n_events = allocate(
@@ -516,7 +518,7 @@ def build_persona_accounts(
         schema=contract.ACCOUNTS,
     )
     system = _system_prompts(p, rng, n, org_of, org_domains)
-    template, order = _templates(p, rng, n)
+    template, order = _templates(p, rng, n, wrapper_offset, seed)
     return PersonaAccounts(
         p,
         index,
@@ -669,16 +671,25 @@ def _system_prompts(
 N_ORDERS = 6
 
 
-def _templates(p: Persona, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _campaign_key(campaign: str | None) -> int:
+    return int.from_bytes((campaign or "-").encode()[:8].ljust(8, b"_"), "little")
+
+
+def _templates(
+    p: Persona, rng: np.random.Generator, n: int, wrapper_offset: int = 0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-account wrapper combination code and slot order (attackers), or template (benign)."""
     lib = library()
     if p.prompt_style == "attack":
         sizes = np.array([len(x) for x in lib.wrapper])
         space = int(np.prod(sizes))
         if p.wrapper_templates == 0:
-            # one paraphrase per account, distinct across the campaign while the space allows
-            code = rng.choice(space, size=n, replace=n > space)
-            order = rng.integers(0, N_ORDERS, n)
+            # one paraphrase (slot choices and order) per account, distinct across the whole
+            # campaign: every persona of a campaign takes its own slice of one permutation
+            full = space * N_ORDERS
+            perm = np.random.default_rng([_campaign_key(p.campaign), seed]).permutation(full)
+            pick = perm[(wrapper_offset + np.arange(n)) % full]
+            code, order = pick % space, pick // space
         else:
             shared = rng.choice(space, size=p.wrapper_templates, replace=False)
             code = shared[rng.integers(0, p.wrapper_templates, n)]

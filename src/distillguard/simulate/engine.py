@@ -118,12 +118,15 @@ def simulate(
     n_accounts = sum(scaled_counts(p, scale, sc.min_accounts)[0] for p in sc.personas)
     pools = SharedPools.create(_seq(seed, 0x9001), n_accounts)
     proxy_flags: list[np.ndarray] = []
-    personas = [
-        build_persona_accounts(
-            sc, p, i, scale, _seq(seed, 0xACC, i), pools, proxy_flags, account_salt=seed * 7919 + i
-        )
-        for i, p in enumerate(sc.personas)
-    ]
+    personas: list[PersonaAccounts] = []
+    taken: dict[str | None, int] = {}  # accounts per campaign so far: their wrapper slices
+    for i, p in enumerate(sc.personas):
+        acc = build_persona_accounts(
+            sc, p, i, scale, _seq(seed, 0xACC, i), pools, proxy_flags,
+            account_salt=seed * 7919 + i, wrapper_offset=taken.get(p.campaign, 0), seed=seed,
+        )  # fmt: skip
+        personas.append(acc)
+        taken[p.campaign] = taken.get(p.campaign, 0) + len(acc.n_events)
     _write_accounts(out, sc, personas)
     network.write_ip_intel(
         out / "ip_intel.csv", np.concatenate(proxy_flags) if proxy_flags else np.zeros(0, np.uint32)

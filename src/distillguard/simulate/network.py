@@ -7,7 +7,6 @@ drawn with NumPy from the caller's generator, so results depend only on the seed
 
 from __future__ import annotations
 
-import csv
 import ipaddress
 import json
 import tomllib
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 # Providers attackers and pipelines rent from, with how often they are picked (cheap VPS first).
 DATACENTER_WEIGHTS = {
@@ -165,36 +165,88 @@ def ip_strings(addr: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(*octets, ".")
 
 
+def ranges_to_cidrs(
+    starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split inclusive IPv4 ranges into CIDR blocks, all ranges at once.
+
+    Returns (network address, prefix length, index of the source range) per block.
+    """
+    cur = starts.astype(np.int64)
+    end = ends.astype(np.int64)
+    src = np.arange(len(cur))
+    nets, prefixes, owners = [], [], []
+    while len(cur):
+        # largest block aligned at `cur` that still fits inside the range
+        low = np.where(cur == 0, 1 << 32, cur & -cur)
+        room = end - cur + 1
+        fit = np.left_shift(1, np.floor(np.log2(room)).astype(np.int64))
+        size = np.minimum(low, fit)
+        nets.append(cur.copy())
+        prefixes.append(32 - np.log2(size).astype(np.int64))
+        owners.append(src)
+        cur = cur + size
+        keep = cur <= end
+        cur, end, src = cur[keep], end[keep], src[keep]
+    if not nets:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return (
+        np.concatenate(nets).astype(np.uint32),
+        np.concatenate(prefixes),
+        np.concatenate(owners),
+    )
+
+
+@cache
+def _static_intel() -> pa.Table:
+    """Hosting/VPN/Tor ranges (iporigin) and ISP blocks: what an IP-intel feed would list."""
+    asn_of = isp_table()["provider_asn"]
+    starts, ends, labels, names = _iporigin_ranges()
+    wanted = np.array([k in KIND_OF_LABEL for _, k in names])
+    keep = wanted[labels]
+    nets, prefix, owner = ranges_to_cidrs(starts[keep], ends[keep])
+    lab = labels[keep][owner]
+    prov = np.array([p for p, _ in names], dtype=object)[lab]
+    kind = np.array([KIND_OF_LABEL.get(k, "") for _, k in names], dtype=object)[lab]
+    asn = np.array([asn_of.get(p) for p, _ in names], dtype=object)[lab]
+    cidr = pc.binary_join_element_wise(ip_strings(nets), ints_to_str(prefix), "/")
+    isp = [r for r in isp_table()["ranges"] if r["kind"] != "campus"]  # campuses rarely labelled
+    return pa.table(
+        {
+            "cidr": pa.concat_arrays([cidr, pa.array([r["cidr"] for r in isp], pa.string())]),
+            "asn": pa.array(asn.tolist() + [r["asn"] for r in isp], pa.int64()),
+            "as_org": pa.array(prov.tolist() + [r["as_org"] for r in isp], pa.string()),
+            "kind": pa.array(
+                kind.tolist() + ["mobile" if r["kind"] == "mobile" else "residential" for r in isp],
+                pa.string(),
+            ),
+        }
+    )
+
+
+def ints_to_str(values: np.ndarray) -> pa.Array:
+    return pa.array(values.astype(np.int64)).cast(pa.string())
+
+
 def write_ip_intel(path: Path, proxy_ips: np.ndarray) -> int:
     """Write what a provider would know: hosting/VPN/Tor ranges, ISP blocks, flagged proxy exits.
 
     `proxy_ips` are residential addresses that a reputation feed has seen relaying traffic; they
     are written as /32 `proxy` entries, which override their ISP block (longest prefix wins).
     """
-    rows: list[tuple[str, object, str, str]] = []
-    asn_of = isp_table()["provider_asn"]
-    starts, ends, labels, names = _iporigin_ranges()
-    wanted = {i for i, (prov, k) in enumerate(names) if k in KIND_OF_LABEL}
-    for s, e, lab in zip(starts.tolist(), ends.tolist(), labels.tolist(), strict=True):
-        if lab not in wanted:
-            continue
-        prov, k = names[lab]
-        for net in ipaddress.summarize_address_range(
-            ipaddress.IPv4Address(s), ipaddress.IPv4Address(e)
-        ):
-            rows.append((str(net), asn_of.get(prov, ""), prov, KIND_OF_LABEL[k]))
-    for r in isp_table()["ranges"]:
-        if r["kind"] == "campus":
-            continue  # universities are rarely labelled by IP-intel feeds
-        kind = "mobile" if r["kind"] == "mobile" else "residential"
-        rows.append((r["cidr"], r["asn"], r["as_org"], kind))
-    for ip in np.unique(proxy_ips).tolist():
-        rows.append((f"{ipaddress.IPv4Address(int(ip))}/32", "", "residential proxy exit", "proxy"))
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["cidr", "asn", "as_org", "kind"])
-        w.writerows(rows)
-    return len(rows)
+    proxies = np.unique(proxy_ips.astype(np.uint32))
+    n = len(proxies)
+    flagged = pa.table(
+        {
+            "cidr": pc.binary_join_element_wise(ip_strings(proxies), pa.scalar("32"), "/"),
+            "asn": pa.nulls(n, pa.int64()),
+            "as_org": pa.array(["residential proxy exit"] * n, pa.string()),
+            "kind": pa.array(["proxy"] * n, pa.string()),
+        }
+    )
+    table = pa.concat_tables([_static_intel(), flagged])
+    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
+    return table.num_rows
 
 
 # ----------------------------------------------------------------------------- user agents

@@ -163,6 +163,8 @@ def merge_scenarios(base: dict[str, Any], child: dict[str, Any]) -> dict[str, An
     merged["defaults"] = defaults
     drop = set(child.get("drop_personas", []))
     personas = [dict(p) for p in base.get("persona", []) if p.get("name") not in drop]
+    for p in personas:  # the child's defaults re-tune the base's personas of that kind too
+        p.update(child.get("defaults", {}).get(p.get("kind", "benign"), {}))
     by_name = {p["name"]: p for p in personas}
     for p in child.get("persona", []):
         if p.get("name") in by_name:
