@@ -71,8 +71,8 @@ def reason_kind(reason: str) -> str:
     return _NUMBER.sub("N", reason)
 
 
-def campaigns(run: RunDir) -> list[Campaign]:
-    """Campaigns from campaigns.parquet, largest (by requests) first, with method figures."""
+def campaigns(run: RunDir, detailed: int | None = MAX_CAMPAIGN_SECTIONS) -> list[Campaign]:
+    """Campaigns, largest (by requests) first; the first `detailed` (None: all) with methods."""
     if "campaigns" not in run.views:
         return []
     rows = run.rows("SELECT * FROM campaigns ORDER BY requests DESC, campaign_id")
@@ -92,7 +92,7 @@ def campaigns(run: RunDir) -> list[Campaign]:
                 asns=int(r.get("asns") or 0),
             )
         )
-    for c in out[:MAX_CAMPAIGN_SECTIONS]:
+    for c in out[:detailed]:
         _methods(run, c)
     return out
 
