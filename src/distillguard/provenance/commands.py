@@ -169,6 +169,28 @@ def register(app: typer.Typer) -> None:
             )
         _emit({"mode": result.mode, **_detection_dict(result.detection)}, as_json)
 
+    @prov.command("generate")
+    def generate_cmd(
+        model: Path = typer.Option(..., help="Saved TinyLM (.pt)."),
+        out: Path = typer.Option(..., "--out", help="Text file, one answer per paragraph."),
+        n: int = typer.Option(100, help="Number of answers."),
+        key_file: Path | None = typer.Option(None, "--key", help="Watermark with this key."),
+        seed: int = typer.Option(0, help="Sampling seed."),
+    ) -> None:
+        """Sample answers from a TinyLM, watermarked if --key is given (as a server would)."""
+        _require_torch()
+        from distillguard.provenance.tinylm import load_model, sample
+        from distillguard.provenance.watermark import WatermarkProcessor
+
+        lm, vocab = load_model(model)
+        proc = None
+        if key_file is not None:
+            key, params = load_key(key_file)
+            proc = WatermarkProcessor(key, _config_from(params), len(vocab), vocab.token_keys)
+        texts = [vocab.decode(ids[1:]) for ids in sample(lm, vocab, n, watermark=proc, seed=seed)]
+        out.write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+        typer.echo(f"wrote {n} answers to {out}" + (" (watermarked)" if proc else ""))
+
     @canary_app.command("make")
     def canary_make(
         answers: Path = typer.Option(..., "--answers", help="JSONL with `prompt` and `response`."),
@@ -221,6 +243,13 @@ def register(app: typer.Typer) -> None:
             },
             as_json,
         )
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise UserError("this needs torch: pip install 'distillguard[provenance]'") from exc
 
 
 def _open_mode(

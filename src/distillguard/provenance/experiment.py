@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,8 +26,16 @@ from distillguard.provenance.radioactivity import (
     null_calibration,
     reading_mode_rows,
     reading_mode_test,
+    soft_reading_mode_test,
 )
-from distillguard.provenance.tinylm import TinyLM, TinyLMConfig, logits_fn, sample, train_lm
+from distillguard.provenance.tinylm import (
+    TinyLM,
+    TinyLMConfig,
+    logits_fn,
+    sample,
+    save_model,
+    train_lm,
+)
 from distillguard.provenance.tokenizer import WordVocab
 from distillguard.provenance.watermark import WatermarkConfig, WatermarkProcessor, detect_ids
 
@@ -48,6 +57,7 @@ class ExperimentConfig:
     seed: int = 0
     threads: int = 1
     null_keys: int = 60
+    save_dir: str | None = None  # keep the trained models (TinyLM files) for later tests
 
 
 @dataclass
@@ -59,6 +69,9 @@ class StudentResult:
     closed_p: float
     closed_z: float
     closed_scored: int
+    soft_p: float
+    soft_z: float
+    soft_windows: int
 
 
 @dataclass
@@ -103,6 +116,9 @@ def run_experiment(
         teacher, train_ids, vocab.pad_id, cfg.teacher_epochs, lr=cfg.lr, seed=cfg.seed
     )
     clock["teacher"] = time.perf_counter() - t0
+    if cfg.save_dir:
+        Path(cfg.save_dir).mkdir(parents=True, exist_ok=True)
+        save_model(Path(cfg.save_dir) / "teacher.pt", teacher, vocab)
     say(f"teacher trained in {clock['teacher']:.1f}s, final loss {np.mean(losses[-10:]):.3f}")
 
     t1 = time.perf_counter()
@@ -131,6 +147,11 @@ def run_experiment(
         opened = reading_mode_test(
             fn, probe_ids, vocab.token_keys, key, cfg.watermark, vocab.pad_id
         )
+        soft = soft_reading_mode_test(
+            fn, probe_ids, vocab.token_keys, key, cfg.watermark, vocab.pad_id
+        )
+        if cfg.save_dir:
+            save_model(Path(cfg.save_dir) / f"student_{fraction:g}.pt", student, vocab)
         generated = sample(student, vocab, cfg.closed_samples, seed=cfg.seed + 200 + i)
         gen_keys = [vocab.token_keys[np.asarray(g)] for g in generated]
         closed = closed_mode_test(gen_keys, key, cfg.watermark)
@@ -149,7 +170,8 @@ def run_experiment(
         say(
             f"student {fraction:.0%}: open p={opened.p_value:.2e} (z={opened.detection.z:.2f}, "
             f"n={opened.detection.n_scored}); closed p={closed.p_value:.2e} "
-            f"(z={closed.detection.z:.2f}, n={closed.detection.n_scored}) "
+            f"(z={closed.detection.z:.2f}, n={closed.detection.n_scored}); "
+            f"soft p={soft.p_value:.2e} (z={soft.z:.2f}, n={soft.n_windows}) "
             f"[{clock[f'student_{fraction:g}']:.1f}s, loss {np.mean(losses[-10:]):.3f}]"
         )
         if fraction == 0.0:
