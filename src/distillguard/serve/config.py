@@ -1,0 +1,114 @@
+"""Service configuration: `default.toml` merged with the operator's TOML file, key by key."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillguard.errors import UserError
+
+DEFAULT_PATH = Path(__file__).with_name("default.toml")
+BACKENDS = ("sqlite", "redis")
+SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer token: its hash (never the token) and the scopes it grants."""
+
+    name: str
+    hash: str
+    scopes: frozenset[str]
+
+
+@dataclass
+class ServeConfig:
+    """Every knob of `distillguard serve`, with defaults from default.toml."""
+
+    raw: dict[str, Any]
+    base_dir: Path
+    tokens: list[Token] = field(default_factory=list)
+
+    def get(self, section: str, key: str) -> Any:
+        return self.raw[section][key]
+
+    @property
+    def state_path(self) -> Path:
+        path = Path(self.get("state", "path"))
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if key not in base:
+            raise UserError(f"config: unknown key {where}{key}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise UserError(f"config: {where}{key} must be a table")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML ({exc})") from None
+
+
+def _tokens(entries: list[Any], where: str) -> list[Token]:
+    tokens = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "hash" not in entry:
+            raise UserError(f"{where}: token #{i + 1} needs a 'hash'")
+        scopes = frozenset(entry.get("scopes", ["read"]))
+        if not scopes <= {"read", "write"}:
+            raise UserError(f"{where}: token #{i + 1} has unknown scopes {sorted(scopes)}")
+        algo = str(entry["hash"]).split(":", 1)[0]
+        if algo not in ("sha256", "scrypt"):
+            raise UserError(f"{where}: token #{i + 1} hash must start with sha256: or scrypt:")
+        tokens.append(Token(str(entry.get("name", f"token-{i + 1}")), str(entry["hash"]), scopes))
+    return tokens
+
+
+def _check(raw: dict[str, Any]) -> None:
+    if raw["state"]["backend"] not in BACKENDS:
+        raise UserError(f"config: state.backend must be one of {', '.join(BACKENDS)}")
+    if str(raw["state"]["synchronous"]).upper() not in SYNC_MODES:
+        raise UserError(f"config: state.synchronous must be one of {', '.join(SYNC_MODES)}")
+    d = raw["decisions"]
+    if not 0 <= d["throttle"] <= d["challenge"] <= d["block"] <= 1:
+        raise UserError("config: need 0 <= throttle <= challenge <= block <= 1 in [decisions]")
+    for key in ("max_body_bytes", "max_batch_events"):
+        if int(raw["server"][key]) <= 0:
+            raise UserError(f"config: server.{key} must be positive")
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ServeConfig:
+    """Defaults, then `path` (if given), then `overrides` (a nested dict, used by tests)."""
+    raw = _read_toml(DEFAULT_PATH)
+    base_dir = Path.cwd()
+    if path is not None:
+        raw = _merge(raw, _read_toml(path))
+        base_dir = path.resolve().parent
+    if overrides:
+        raw = _merge(raw, overrides)
+    _check(raw)
+    tokens = _tokens(raw["auth"]["tokens"], "config [auth].tokens")
+    tokens_file = raw["auth"]["tokens_file"]
+    if tokens_file:
+        tf = Path(tokens_file)
+        tf = tf if tf.is_absolute() else base_dir / tf
+        tokens += _tokens(_read_toml(tf).get("tokens", []), str(tf))
+    if not tokens and not raw["auth"]["disabled"]:
+        raise UserError(
+            "config: no [auth] tokens; add one (distillguard serve-token) or set auth.disabled"
+        )
+    return ServeConfig(raw=raw, base_dir=base_dir, tokens=tokens)

@@ -1,0 +1,116 @@
+"""Live decisions: the batch scoring model applied to an account's sliding windows.
+
+behaviour b = noisy-OR of `scoring.indicators.ACCOUNT_INDICATORS` over the long window (the same
+indicators, weights and reason texts as `distillguard detect`); cluster risk R comes from the
+last background analysis (linkage + Leiden + `scoring.risk.score`), and the account's risk is
+`scoring.risk`'s own combination, 1 - (1 - R)(1 - SOLO_WEIGHT * b). Thresholds and hard volume
+limits in the config turn risk into allow / throttle / challenge / block.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from distillguard.scoring.indicators import ACCOUNT_INDICATORS, noisy_or
+from distillguard.scoring.risk import MAX_REASONS, SOLO_WEIGHT
+from distillguard.serve.features import indicator_columns
+from distillguard.serve.store import Windows
+
+DECISIONS = ("allow", "throttle", "challenge", "block")
+REASON_FLOOR = 0.02  # as in scoring.risk: weaker indicator contributions are not reasons
+
+
+@dataclass
+class ClusterVerdict:
+    """What the last background analysis said about one account's cluster."""
+
+    risk: float
+    campaign_id: str | None
+    size: int
+    reasons: list[tuple[float, str]] = field(default_factory=list)
+
+
+@dataclass
+class Policy:
+    throttle: float
+    challenge: float
+    block: float
+    max_requests: int
+    max_output_tokens: int
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any]) -> Policy:
+        d, lim = raw["decisions"], raw["limits"]
+        return cls(
+            float(d["throttle"]),
+            float(d["challenge"]),
+            float(d["block"]),
+            int(lim["requests"]),
+            int(lim["output_tokens"]),
+        )
+
+
+def _label(risk: np.ndarray, p: Policy) -> np.ndarray:
+    out = np.full(len(risk), 0)
+    out[risk >= p.throttle] = 1
+    out[risk >= p.challenge] = 2
+    out[risk >= p.block] = 3
+    return out
+
+
+def _limit_reasons(w: Windows, i: int, p: Policy, short_hours: int) -> list[str]:
+    out = []
+    req, tok = w.short["requests"][i], w.short["output_tokens"][i]
+    if p.max_requests and req > p.max_requests:
+        out.append(f"{req} requests in {short_hours} h (limit {p.max_requests})")
+    if p.max_output_tokens and tok > p.max_output_tokens:
+        out.append(f"{tok} output tokens in {short_hours} h (limit {p.max_output_tokens})")
+    return out
+
+
+def decide(
+    w: Windows, verdicts: dict[str, ClusterVerdict], policy: Policy, short_hours: int
+) -> list[dict[str, Any]]:
+    """One decision per account of `w` (same order): decision, risk, reasons, campaign."""
+    n = len(w.accounts)
+    cols = indicator_columns(w)
+    behaviour, contrib = noisy_or(ACCOUNT_INDICATORS, cols, n)
+    cluster = [verdicts.get(a) for a in w.accounts]
+    r = np.array([v.risk if v else 0.0 for v in cluster])
+    risk = np.clip(1.0 - (1.0 - r) * (1.0 - SOLO_WEIGHT * behaviour), 0.0, 1.0)
+    labels = _label(risk, policy)
+    out = []
+    for i, account in enumerate(w.accounts):
+        fired = [
+            (contrib[i, j], ind.reason(cols, i))
+            for j, ind in enumerate(ACCOUNT_INDICATORS)
+            if contrib[i, j] > REASON_FLOOR
+        ]
+        v = cluster[i]
+        if v is not None:
+            fired += v.reasons
+        fired.sort(key=lambda t: -t[0])
+        reasons = [text for _, text in fired[:MAX_REASONS]]
+        label = int(labels[i])
+        limits = _limit_reasons(w, i, policy, short_hours)
+        if limits:
+            label = max(label, 1)
+            reasons = limits + reasons
+        out.append(
+            {
+                "account_id": account,
+                "decision": DECISIONS[label],
+                "risk": round(float(risk[i]), 4),
+                "reasons": reasons,
+                "campaign_id": v.campaign_id if v else None,
+            }
+        )
+    return out
+
+
+def encode(decision: dict[str, Any]) -> str:
+    return json.dumps(decision, separators=(",", ":"))
