@@ -21,10 +21,15 @@ def calibration() -> dict:
         return json.load(fh)
 
 
-def token_params(profile: str) -> tuple[float, float, float, float]:
-    """(mu_in, sigma_in, mu_out, sigma_out) of lognormal token lengths for a length profile."""
+def token_params(profile: str, output_profile: str | None = None) -> tuple[float, float, float, float]:
+    """(mu_in, sigma_in, mu_out, sigma_out) of lognormal token lengths (natural log)."""
     p = calibration()["token_profiles"][profile]
-    return p["input"]["mu"], p["input"]["sigma"], p["output"]["mu"], p["output"]["sigma"]
+    o = calibration()["token_profiles"][output_profile or profile]
+    return p["input"]["mu"], p["input"]["sigma"], o["output"]["mu"], o["output"]["sigma"]
+
+
+def tokens_per_image() -> float:
+    return float(calibration()["tokens_per_image"])
 
 
 def _from_quantiles(rng: np.random.Generator, quantiles: list[float], n: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from distillguard import contract
 from distillguard.simulate.accounts import DAY_MS, HOUR_MS, N_ORDERS, PersonaAccounts
-from distillguard.simulate.calibration import token_params
+from distillguard.simulate.calibration import token_params, tokens_per_image
 from distillguard.simulate.scenario import Scenario
 from distillguard.simulate.text import hex_ids, ints_to_str, join, library, scramble
 
@@ -78,7 +78,6 @@ OFFICE_HOURS = np.array(
 COVER_MIX = {"chitchat": 0.35, "creative": 0.2, "coding": 0.25, "reasoning": 0.1, "math": 0.1}
 CAPS = contract.CAPABILITIES
 TOKENS_PER_TOOL = 160
-TOKENS_PER_IMAGE = 1100
 ORDERS = np.array(
     [  # slot order of attack prompts: 0 role, 1 intro, 2 payload, 3 format, 4 closer
         [0, 1, 2, 3, 4],
@@ -403,12 +402,12 @@ def generate_events(
     t_lo, t_hi = p.temperature
     temperature = np.round(t_lo + (t_hi - t_lo) * rng.random(n), 2)
 
-    mu_i, s_i, mu_o, s_o = token_params(p.length_profile)
+    mu_i, s_i, mu_o, s_o = token_params(p.length_profile, p.output_profile)
     sys_tokens = pc.fill_null(pc.binary_length(system), 0).to_numpy(zero_copy_only=False) // 4
     input_tokens = (
         np.exp(rng.normal(mu_i, s_i, n))
         + tools * TOKENS_PER_TOOL
-        + images * TOKENS_PER_IMAGE
+        + images * tokens_per_image()
         + sys_tokens
     ).astype(np.int64)
     out = np.exp(rng.normal(mu_o, s_o, n)) * p.output_scale + budget * rng.random(n) * 0.6

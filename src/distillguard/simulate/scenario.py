@@ -50,7 +50,8 @@ class Persona:
     jitter_s: float = 0.0  # extra uniform jitter added to every timestamp
     burst_days: float = 1.5  # span of a benchmark burst
     prompt_style: str = "casual"
-    length_profile: str = "conv"
+    length_profile: str = "conv"  # calibrated input-length profile (conv, code, reason, vision)
+    output_profile: str | None = None  # output-length profile; default: length_profile
     network: str = "home"
     ips_per_account: tuple[int, int] = (1, 3)
     mobile_share: float = 0.2
@@ -213,6 +214,7 @@ def _check_persona(p: Persona, where: str) -> None:
         "network": NETWORKS,
         "prompt_style": PROMPT_STYLES,
         "length_profile": LENGTH_PROFILES,
+        "output_profile": (*LENGTH_PROFILES, None),
         "signup": SIGNUPS,
         "email": EMAIL_KINDS,
         "ua": UA_KINDS,
@@ -220,6 +222,8 @@ def _check_persona(p: Persona, where: str) -> None:
     for key, allowed in choices.items():
         if getattr(p, key) not in allowed:
             raise UserError(f"{where} ({p.name}): {key} must be one of {allowed}")
+    if p.session_events < 0:
+        raise UserError(f"{where} ({p.name}): session_events must be >= 0 (0 = continuous)")
     if p.accounts < 1 or p.events < p.accounts:
         raise UserError(f"{where} ({p.name}): need accounts >= 1 and events >= accounts")
     if p.is_attacker and not p.campaign:
