@@ -31,8 +31,7 @@ PATTERNS = (
     r"\brubric\s*[:：]|(?:grading|scoring|evaluation)\s+(?:rubric|criteria|guidelines)\s*[:：]",
     # Scoring a response on a scale / emitting a score.
     r"(?:rate|score|grade|evaluate|judge|assess)\s+(?:the|this|each|every|both|following|"
-    r"given|candidate|assistant'?s?)?\s*(?:following\s+|given\s+|ai\s+|model\s+|two\s+)?"
-    + _THING,
+    r"given|candidate|assistant'?s?)?\s*(?:following\s+|given\s+|ai\s+|model\s+|two\s+)?" + _THING,
     rf"(?:on a scale (?:of|from)|from {_NUM} to {_NUM}|out of {_NUM}|{_NUM}\s*-\s*{_NUM} "
     r"scale|likert)[^.\n]{0,60}\b(?:score|rating|grade|quality|helpful|harmless|correct)|"
     rf"(?:score|rating|grade)\s+(?:of|between|from)\s+{_NUM}",

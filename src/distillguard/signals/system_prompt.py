@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard.signals.base import ATLAS_INFERENCE_API, ATLAS_PROXY_MODEL, Signal, string_column
-from distillguard.signals.text import ATOM_RE, VALUE_TOKEN, as_int64, hash_strings
+from distillguard.signals.text import as_int64, hash_strings, mask_atoms
 
 # A long system prompt is identified by its head and tail (agents append per-session context
 # in the middle, e.g. file listings, which should not split one tool into many ids).
@@ -31,7 +31,7 @@ def normalise_system(distinct: pa.Array) -> pa.Array:
         ),
         distinct,
     )
-    text = pc.replace_substring_regex(pc.utf8_lower(capped), ATOM_RE, VALUE_TOKEN)
+    text = mask_atoms(pc.utf8_lower(capped))
     text = pc.replace_substring_regex(text, r"\s+", " ")
     return pc.utf8_trim_whitespace(text)
 

@@ -15,7 +15,6 @@ from distillguard.signals.base import (
     Signal,
 )
 from distillguard.signals.text import (
-    PARAGRAPH_TOKEN,
     PromptText,
     as_int64,
     combine64,
@@ -39,8 +38,12 @@ _SUFFIX_SALT = _U64(0x70F1_7E5A_11CE_0002)
 _SHINGLE_SALT = _U64(0x70F1_7E5A_11CE_0003)
 _UNIGRAM_SALT = _U64(0x70F1_7E5A_11CE_0004)
 _BAND_SALT = _U64(0x70F1_7E5A_11CE_0005)
+_PROBE_SALT = _U64(0x70F1_7E5A_11CE_0006)
+_GOLDEN = _U64(0x9E3779B97F4A7C15)
 _EMPTY_BIN = np.iinfo(np.uint64).max
-_ROTATION_STEP = _U64(1 << 58)
+# Densification gives up after this many probes (a bin then keeps the fixed empty value,
+# which is still identical for identical texts).
+MAX_PROBES = 96
 
 
 @dataclass(frozen=True)
@@ -54,100 +57,130 @@ class _KeptTokens:
 
 
 def _kept_tokens(pt: PromptText) -> _KeptTokens:
-    vocab_str = np.asarray(pt.vocab.to_numpy(zero_copy_only=False), dtype=object)
-    is_break = vocab_str == PARAGRAPH_TOKEN
-    is_blank = vocab_str == ""
-    token_text = pt.token_text
-    breaks = is_break[pt.token_word]
-    break_rank = np.cumsum(breaks)
-    breaks_upto = np.concatenate([[0], break_rank])
+    n_texts = len(pt.texts)
+    keep_word = ~(pt.is_break | pt.is_blank)
+    keep = keep_word[pt.token_word]
+    token_text = pt.token_text[keep]
+    if not pt.is_break.any():  # no blank lines anywhere: every text is one paragraph
+        zeros = np.zeros(len(token_text), dtype=np.int64)
+        return _KeptTokens(
+            token_text, zeros, pt.word_hash[pt.token_word[keep]], np.zeros(n_texts, np.int64)
+        )
+    breaks = pt.is_break[pt.token_word]
+    breaks_upto = np.concatenate([[0], np.cumsum(breaks, dtype=np.int64)])
     breaks_before_text = breaks_upto[pt.token_offsets[:-1]]
-    keep = ~(breaks | is_blank[pt.token_word])
     # Paragraph number of a word = blank-line breaks before it within its own text.
-    paragraph = (break_rank - breaks_before_text[token_text])[keep]
+    paragraph = breaks_upto[1:][keep] - breaks_before_text[token_text]
     last_paragraph = breaks_upto[pt.token_offsets[1:]] - breaks_before_text
     return _KeptTokens(
-        text=token_text[keep],
+        text=token_text,
         paragraph=paragraph,
-        word_hash=pt.vocab_hash[pt.token_word[keep]],
+        word_hash=pt.word_hash[pt.token_word[keep]],
         last_paragraph=last_paragraph,
     )
 
 
-def _group_rank(groups: np.ndarray, reverse: bool) -> np.ndarray:
-    """Position of each element within its run of equal (sorted) group ids."""
-    n = len(groups)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))
-    ends = np.concatenate([starts[1:], [n]])
-    sizes = ends - starts
-    index = np.arange(n)
-    if reverse:
-        return np.repeat(ends - 1, sizes) - index
-    return index - np.repeat(starts, sizes)
+def _block_bounds(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, ...]:
+    """Per text, kept-token ranges: [start, first_end) is the first paragraph and
+    [last_start, end) the last one."""
+    counts = np.bincount(kept.text, minlength=n_texts)
+    end = np.cumsum(counts)
+    start = end - counts
+    if not kept.paragraph.any():  # no text has a blank line: one paragraph each
+        return start, end, start, end
+    in_first = np.bincount(kept.text[kept.paragraph == 0], minlength=n_texts)
+    is_last = kept.paragraph == kept.last_paragraph[kept.text]
+    in_last = np.bincount(kept.text[is_last], minlength=n_texts)
+    return start, start + in_first, end - in_last, end
 
 
 def _block_hash(
-    kept: _KeptTokens, select: np.ndarray, reverse: bool, n_texts: int, salt: np.uint64
+    word_hash: np.ndarray, lo: np.ndarray, hi: np.ndarray, from_end: bool, salt: np.uint64
 ) -> np.ndarray:
-    """Order-sensitive hash of the first (or last) BLOCK_WORDS selected tokens of each text."""
-    text = kept.text[select]
-    rank = _group_rank(text, reverse)
-    in_block = rank < BLOCK_WORDS
+    """Order-sensitive hash of the first (or last) BLOCK_WORDS words in [lo, hi) per text.
+
+    Loops over the BLOCK_WORDS positions, each step a vector over texts (not over tokens).
+    """
+    total = np.full(len(lo), salt, dtype=_U64)
+    padded = np.concatenate([word_hash, np.zeros(1, dtype=_U64)])
     with np.errstate(over="ignore"):
-        salted = mix64(kept.word_hash[select][in_block] + rank[in_block].astype(_U64) * salt)
-    total = np.zeros(n_texts, dtype=_U64)
-    np.add.at(total, text[in_block], salted)
+        for k in range(BLOCK_WORDS):
+            index = hi - 1 - k if from_end else lo + k
+            valid = (index >= lo) & (index < hi)
+            word = padded[np.where(valid, index, len(word_hash))]
+            total = np.where(valid, mix64(total * _GOLDEN + word), total)
     return mix64(total ^ salt)
 
 
 def _shingles(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Word-bigram shingle hashes and their text; a one-word text gets its unigram."""
-    same_text = kept.text[1:] == kept.text[:-1]
-    bigram = combine64(kept.word_hash[:-1][same_text], kept.word_hash[1:][same_text])
-    bigram_text = kept.text[:-1][same_text]
+    """Hashed word-bigram shingles and their text; a one-word text gets its unigram."""
+    same_text = np.flatnonzero(kept.text[1:] == kept.text[:-1])
+    with np.errstate(over="ignore"):
+        bigram = mix64(
+            kept.word_hash[same_text] * _GOLDEN + kept.word_hash[same_text + 1] ^ _SHINGLE_SALT
+        )
     counts = np.bincount(kept.text, minlength=n_texts)
-    single = counts[kept.text] == 1
+    single = np.flatnonzero(counts[kept.text] == 1)
     unigram = mix64(kept.word_hash[single] ^ _UNIGRAM_SALT)
     return (
         np.concatenate([bigram, unigram]),
-        np.concatenate([bigram_text, kept.text[single]]),
+        np.concatenate([kept.text[same_text], kept.text[single]]),
     )
+
+
+def _probe_bins() -> np.ndarray:
+    """Fixed pseudo-random probe sequence per bin for densification, (BINS, MAX_PROBES)."""
+    seed = np.arange(BINS * MAX_PROBES, dtype=_U64) ^ _PROBE_SALT
+    return (mix64(seed) % _U64(BINS)).astype(np.int64).reshape(BINS, MAX_PROBES)
+
+
+def _densify(table: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """Fill each empty bin from the first filled bin of its fixed probe sequence.
+
+    "Optimal densification" (Shrivastava 2017): the probe sequence depends only on the bin,
+    so two texts agree on a densified bin exactly when they agree on the bin it copies, and
+    the cost is proportional to the empty bins only (no (texts x bins) scans).
+    """
+    flat_table = table.reshape(-1)
+    flat_filled = filled.reshape(-1)
+    dense = flat_table.copy()
+    empty = np.flatnonzero(~flat_filled)
+    empty = empty[filled.any(axis=1)[empty >> _BIN_BITS]]  # a text without shingles stays
+    empty_bin = empty & (BINS - 1)
+    row_start = empty - empty_bin
+    probes = np.ascontiguousarray(_probe_bins().T)
+    for attempt in range(MAX_PROBES):
+        if len(empty) == 0:
+            break
+        source = row_start + probes[attempt][empty_bin]
+        found = flat_filled[source]
+        dense[empty[found]] = flat_table[source[found]]
+        missing = ~found
+        empty, row_start, empty_bin = empty[missing], row_start[missing], empty_bin[missing]
+    return dense.reshape(table.shape)
 
 
 def _minhash_bands(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
     """(band keys (n_texts, BANDS) uint64, has_shingles (n_texts,) bool).
 
-    One-permutation hashing (one hash per shingle, bin = low bits, value = high bits, min per
-    bin) with rotation densification for empty bins (Shrivastava & Li 2014): O(shingles)
-    instead of O(shingles x BINS) for classic MinHash, which is what keeps diverse traffic fast.
+    One-permutation hashing (one hash per shingle; bin = low bits, value = high bits, min per
+    bin) with optimal densification of empty bins: O(shingles) instead of O(shingles x BINS)
+    for classic MinHash, which is what keeps diverse traffic (every prompt distinct) fast.
+    Chosen over datasketch.MinHash, which costs BINS hash permutations per shingle in Python.
     """
-    shingle, text = _shingles(kept, n_texts)
-    hashed = mix64(shingle ^ _SHINGLE_SALT)
-    bins = (hashed & _U64(BINS - 1)).astype(np.int64)
-    values = hashed >> _U64(_BIN_BITS)
+    hashed, text = _shingles(kept, n_texts)
+    slot = text * BINS + (hashed & _U64(BINS - 1)).astype(np.int64)
     table = np.full(n_texts * BINS, _EMPTY_BIN, dtype=_U64)
-    np.minimum.at(table, text * BINS + bins, values)
+    np.minimum.at(table, slot, hashed >> _U64(_BIN_BITS))
     table = table.reshape(n_texts, BINS)
     filled = table != _EMPTY_BIN
-    has_shingles = filled.any(axis=1)
-    # Densify: an empty bin borrows the next filled bin to its right (circularly), shifted by
-    # the distance, so two texts agree on it exactly when they agree on the borrowed bin.
-    doubled = np.concatenate([table, table], axis=1)
-    position = np.where(np.concatenate([filled, filled], axis=1), np.arange(2 * BINS), 2 * BINS)
-    next_filled = np.minimum.accumulate(position[:, ::-1], axis=1)[:, ::-1][:, :BINS]
-    next_filled = np.minimum(next_filled, 2 * BINS - 1)
-    distance = (next_filled - np.arange(BINS)).astype(_U64)
-    with np.errstate(over="ignore"):
-        dense = np.take_along_axis(doubled, next_filled, axis=1) + distance * _ROTATION_STEP
+    dense = _densify(table, filled)
     rows = dense.reshape(n_texts, BANDS, ROWS)
-    keys = np.broadcast_to(
-        mix64(np.arange(BANDS, dtype=_U64) ^ _BAND_SALT), (n_texts, BANDS)
-    ).copy()
-    for row in range(ROWS):
-        keys = combine64(keys, rows[:, :, row])
-    return keys, has_shingles
+    keys = np.broadcast_to(mix64(np.arange(BANDS, dtype=_U64) ^ _BAND_SALT), (n_texts, BANDS))
+    with np.errstate(over="ignore"):
+        for row in range(ROWS):
+            keys = mix64(keys * _GOLDEN + rows[:, :, row])
+    return keys, filled.any(axis=1)
 
 
 def _nullable_int64(values: np.ndarray, valid: np.ndarray) -> pa.Array:
@@ -204,10 +237,9 @@ class TemplateSignal(Signal):
         pt = prompt_text(batch)
         n_texts = len(pt.texts)
         kept = _kept_tokens(pt)
-        first = kept.paragraph == 0
-        last = kept.paragraph == kept.last_paragraph[kept.text]
-        prefix = _block_hash(kept, first, reverse=False, n_texts=n_texts, salt=_PREFIX_SALT)
-        suffix = _block_hash(kept, last, reverse=True, n_texts=n_texts, salt=_SUFFIX_SALT)
+        start, first_end, last_start, end = _block_bounds(kept, n_texts)
+        prefix = _block_hash(kept.word_hash, start, first_end, False, _PREFIX_SALT)
+        suffix = _block_hash(kept.word_hash, last_start, end, True, _SUFFIX_SALT)
         tpl_id = combine64(prefix, suffix)
         bands, has_shingles = _minhash_bands(kept, n_texts)
 

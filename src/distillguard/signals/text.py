@@ -33,7 +33,7 @@ VALUE_TOKEN = "⟪v⟫"
 PARAGRAPH_TOKEN = "¶"
 
 # Fenced code blocks (a block left open by the head cut runs to the end) and inline code.
-CODE_RE = r"(?s)```.*?(?:```|$)|`[^`\n]{1,200}`"
+CODE_RE = r"(?s)```.*?(?:```|$)|`[^`\n]+`"
 # Field-style payloads: "Question: ...", "Input: ...", "问题：..." up to the end of the line
 # (the label is kept). Only labels that introduce data: a generic "Label:" rule would also
 # eat instruction lines such as "Note: show your full reasoning".
@@ -48,16 +48,18 @@ FIELD_RE = (
     rf"|({CJK_FIELD_LABELS})[ \t]*[:：][ \t]*\S[^\n]*"
 )
 FIELD_REPLACEMENT = rf"\1\2: {VALUE_TOKEN}"
-# Atoms that vary between otherwise identical requests: URLs, e-mails, UUIDs, quoted phrases
-# (a quoted single word such as a JSON key is kept), very long tokens, anything with a digit
-# (numbers, dates, hex, ids like user123) and snake_case identifiers.
-ATOM_RE = (
-    r"https?://\S+|www\.\S+"
-    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
-    r"|\"[^\"\s][^\"\n]*\s[^\"\n]*[^\"\s]\"|“[^”\n]{1,300}”|「[^」\n]{1,300}」|«[^»\n]{1,300}»"
-    r"|\S{32,}"
-    r"|[\w.:/-]*\d[\w.:/-]*"
-    r"|\b[a-z]+(?:_[a-z0-9]+)+\b"
+# Atoms that vary between otherwise identical requests. Quoted phrases are masked in the
+# text (a quoted single word such as a JSON key is kept). URLs, e-mails, numbers, dates, hex,
+# ids with digits and snake_case identifiers are masked per *word* (WORD_ATOM_RE on the
+# batch vocabulary), which costs nothing per row; a text-level alternation of all of them
+# (with counted repeats) blew up RE2's DFA cache and ran ~50x slower.
+QUOTE_RE = r"\"[^\"\s][^\"\n]*\s[^\"\n]*[^\"\s]\"|“[^”\n]*”|「[^」\n]*」|«[^»\n]*»"
+WORD_ATOM_RE = r"\d|@|^https?:|^www\.|_"
+# The same atoms in free text (for system prompts, which are few and distinct).
+TEXT_ATOM_RES = (
+    r"https?://\S+|www\.\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    QUOTE_RE,
+    r"\d[\w.:/-]*|\b[a-z]+(?:_[a-z0-9]+)+\b",
 )
 PARAGRAPH_RE = r"\n[ \t\r]*\n\s*"
 # Punctuation stripped from both ends of a token before it is hashed or matched.
@@ -125,10 +127,17 @@ def capped_view(text: pa.Array) -> pa.Array:
 
 
 def mask_variable_parts(view: pa.Array) -> pa.Array:
-    """Replace the parts that vary between requests of one template with placeholders."""
+    """Replace code, field values and quoted phrases (parts that vary) with placeholders."""
     view = pc.replace_substring_regex(view, CODE_RE, f" {CODE_TOKEN} ")
     view = pc.replace_substring_regex(view, FIELD_RE, FIELD_REPLACEMENT)
-    return pc.replace_substring_regex(view, ATOM_RE, VALUE_TOKEN)
+    return pc.replace_substring_regex(view, QUOTE_RE, VALUE_TOKEN)
+
+
+def mask_atoms(text: pa.Array) -> pa.Array:
+    """Replace URLs, e-mails, quoted phrases, numbers and ids in free text with VALUE_TOKEN."""
+    for pattern in TEXT_ATOM_RES:
+        text = pc.replace_substring_regex(text, pattern, VALUE_TOKEN)
+    return text
 
 
 @dataclass(frozen=True)
@@ -138,21 +147,19 @@ class PromptText:
     `row_to_text[i]` is the index of row i's masked view in `texts`, or -1 for a null, empty
     or whitespace-only prompt. Tokens of text u are `token_word[token_offsets[u]:
     token_offsets[u + 1]]`, indices into `vocab` (punctuation-stripped words; "" for a pure
-    punctuation token, PARAGRAPH_TOKEN for a blank-line break).
+    punctuation token, PARAGRAPH_TOKEN for a blank-line break). `word_hash` hashes each word
+    with atoms (numbers, ids, URLs, e-mails) replaced by VALUE_TOKEN, for fingerprints.
     """
 
     row_to_text: np.ndarray
     texts: pa.Array
     token_offsets: np.ndarray
     token_word: np.ndarray
+    token_text: np.ndarray  # for each token, the index of the text it belongs to
     vocab: pa.Array
-    vocab_hash: np.ndarray
-
-    @property
-    def token_text(self) -> np.ndarray:
-        """For each token, the index of the text it belongs to."""
-        counts = np.diff(self.token_offsets)
-        return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    word_hash: np.ndarray  # per vocab word: hash of the word with atoms masked
+    is_break: np.ndarray  # per vocab word: the paragraph-break marker
+    is_blank: np.ndarray  # per vocab word: nothing left after stripping punctuation
 
     def vocab_matches(self, pattern: str) -> np.ndarray:
         """Bool per vocab word: does the (punctuation-stripped) word contain `pattern`?"""
@@ -198,20 +205,32 @@ def build_prompt_text(batch: pa.RecordBatch) -> PromptText:
     empty = np.flatnonzero(pc.equal(texts, "").to_numpy(zero_copy_only=False))
     if len(empty):
         row_to_text = np.where(row_to_text == empty[0], -1, row_to_text)
-    with_breaks = pc.replace_substring_regex(texts, PARAGRAPH_RE, f" {PARAGRAPH_TOKEN} ")
-    tokens = pc.utf8_split_whitespace(with_breaks)
+    with_breaks = texts
+    if pc.any(pc.match_substring(texts, "\n")).as_py():
+        with_breaks = pc.replace_substring_regex(texts, PARAGRAPH_RE, f" {PARAGRAPH_TOKEN} ")
+    tokens = pc.ascii_split_whitespace(with_breaks)
     token_offsets = np.asarray(tokens.offsets.to_numpy(), dtype=np.int64)
     token_offsets = token_offsets - token_offsets[0]
     flat = tokens.flatten().dictionary_encode()
     vocab = pc.replace_substring_regex(flat.dictionary, TOKEN_EDGE_RE, "")
+    is_atom = _bools(pc.match_substring_regex(vocab, WORD_ATOM_RE))
+    hashed_words = pc.if_else(pa.array(is_atom), VALUE_TOKEN, vocab)
+    counts = np.diff(token_offsets)
     return PromptText(
         row_to_text=row_to_text,
         texts=texts,
         token_offsets=token_offsets,
         token_word=flat.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+        token_text=np.repeat(np.arange(len(counts), dtype=np.int64), counts),
         vocab=vocab,
-        vocab_hash=hash_strings(vocab, WORD_SEED),
+        word_hash=hash_strings(hashed_words, WORD_SEED),
+        is_break=_bools(pc.equal(vocab, PARAGRAPH_TOKEN)),
+        is_blank=_bools(pc.equal(vocab, "")),
     )
+
+
+def _bools(values: pa.Array) -> np.ndarray:
+    return pc.fill_null(values, False).to_numpy(zero_copy_only=False)
 
 
 # Signals of one batch share its PromptText: a tiny identity-keyed memo (it holds the batch,
