@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "distillguard.evaluate",
     "distillguard.pipeline",
     "distillguard.provenance.commands",
+    "distillguard.report.commands",
 )
 
 
