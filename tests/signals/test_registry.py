@@ -115,7 +115,9 @@ def test_hashes_are_identical_in_a_fresh_process_with_another_hash_seed() -> Non
 def test_every_signal_documents_captures_false_positives_check_and_atlas(signal) -> None:
     doc = inspect.getdoc(type(signal)) or ""
     for section in DOCSTRING_SECTIONS:
-        assert re.search(rf"^{section}:\s*$", doc, re.MULTILINE), f"{signal.name}: {section}"
+        # A heading line "Captures:" (Google style) or an inline "**Captures**:" paragraph.
+        heading = rf"^(?:{section}:\s*$|\*\*{section}\*\*:)"
+        assert re.search(heading, doc, re.MULTILINE), f"{signal.name}: {section}"
     assert signal.atlas and all(re.fullmatch(r"AML\.T\d{4}(\.\d{3})?", a) for a in signal.atlas)
     for atlas_id in signal.atlas:
         assert atlas_id in doc, f"{signal.name} docstring should name {atlas_id}"

@@ -50,6 +50,8 @@ PATTERNS = (
     r"(?:for|as|to build|to create|building|creating)\s+(?:an?\s+|my\s+|our\s+)?"
     r"(?:training|fine-?tuning|sft|instruction[- ]tuning|distillation|synthetic)\s+"
     r"(?:data|dataset|set|corpus|examples|samples)",
+    r"synthetic (?:training |instruction |sft )?(?:data|dataset|examples|samples|"
+    r"conversations|dialogues|question-answer pairs)",
     r"(?:with|containing|having) (?:the )?fields?\s+[^\n]{0,20}\b(?:instruction|prompt|"
     r"question)\b[^\n]{0,30}\b(?:response|output|answer|completion)\b",
     # Chinese: generate N samples / examples / QA pairs; training / fine-tuning data.
