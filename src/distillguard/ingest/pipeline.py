@@ -1,9 +1,10 @@
 """The ingest passes: validate in DuckDB, deduplicate, write contract Parquet in bounded memory.
 
 Per section (events, accounts, releases, ip_intel):
-  0. distinct IP/CIDR strings -> parsed once in Python -> `_ipmap`/`_cidrmap` tables;
   A. one validating scan keeps a slim key table (`_fid, _ord, key, _why`) for counting and
-     finding duplicate keys (DuckDB spills it to `temp_directory` when large);
+     finding duplicate keys (DuckDB spills it to `temp_directory` when large). Canonical IPv4
+     is checked by a regular expression in SQL; the distinct other address strings (IPv6,
+     CIDRs, junk) are parsed once each in Python and joined back as `_addrmap`;
   C. only when something was rejected or duplicated: rejects go to JSON Lines straight from
      DuckDB, and the first valid copy of each duplicated key is kept aside;
   B. the streaming write: valid rows whose key is not duplicated, DuckDB -> Arrow record
@@ -29,9 +30,9 @@ import pyarrow.parquet as pq
 
 from distillguard.errors import UserError
 from distillguard.ingest import ipintel
-from distillguard.ingest.sections import Section, get_section
+from distillguard.ingest.sections import FieldRule, Section, get_section
 from distillguard.ingest.sources import SourceFile, one_line, resolve_inputs, sql_ident, sql_str
-from distillguard.ingest.validate import typed_select, validated_select
+from distillguard.ingest.validate import address_rule, typed_select, validated_select
 
 ROW_GROUP_ROWS = 128 * 1024
 ROWS_PER_PART = 32 * ROW_GROUP_ROWS  # ~4M events per part file
@@ -145,40 +146,35 @@ class _Run:
         names = [s.display for s in self.sources]
         return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more)"
 
-    # pass 0 -------------------------------------------------------------------------------
-    def build_address_maps(self) -> None:
-        for kind, table in (("ip", "_ipmap"), ("cidr", "_cidrmap")):
-            fields = [r.name for r in self.section.rules if r.kind == kind]
-            distinct: list[pa.Array] = []
-            for name in fields:
-                union = self.union(row_numbers=False, only=(name,))
-                col = sql_ident(name + "__t")
-                q = f"SELECT DISTINCT {col} AS raw FROM ({union}) WHERE raw IS NOT NULL"
-                distinct.append(self.table(q)["raw"].combine_chunks())
-            values = pa.concat_arrays(distinct) if distinct else pa.array([], pa.string())
-            mapping = ipintel.validity_map(values.unique(), cidr=(kind == "cidr"))
-            self.con.register("_map_arrow", mapping)
-            self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT DISTINCT raw, norm FROM _map_arrow"
-            )
-            self.con.unregister("_map_arrow")
-
     # pass A -------------------------------------------------------------------------------
     def count(self, counts: SectionCounts) -> int:
+        """Validate everything once into a slim key table; parse distinct addresses; count."""
         key = sql_ident(self.section.key)
-        valid = validated_select(self.section, self.union(row_numbers=True))
+        address = address_rule(self.section)
+        valid = validated_select(self.section, self.union(row_numbers=True), deferred=True)
+        addr_cols = ", _why_ok, _addr" if address is not None else ""
         self.sql(
             "CREATE OR REPLACE TEMP TABLE _keys AS "
-            f"SELECT _fid, _ord, {key} AS k, _why FROM ({valid})",
+            f"SELECT _fid, _ord, {key} AS k, _why{addr_cols} FROM ({valid})",
             self._inputs_label(),
         )
+        self.build_address_map(address)
+        if address is not None:
+            # An address that parsed is valid: the reason is the one computed as if it were.
+            # When the address is itself the key (CIDR), deduplicate on its normalised form.
+            k = "coalesce(m.norm, k)" if address.name == self.section.key else "k"
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _keys AS SELECT _fid, _ord, {k} AS k, "
+                "CASE WHEN _addr IS NULL OR m.norm IS NOT NULL THEN _why_ok ELSE _why END AS _why "
+                "FROM _keys LEFT JOIN _addrmap m ON m.raw = _keys._addr"
+            )
         per_file = dict(
             self.con.execute("SELECT _fid, count(*) FROM _keys GROUP BY _fid").fetchall()
         )
         for i, s in enumerate(self.sources):
             if per_file.get(i, 0) == 0:
                 raise UserError(f"{s.display}: no records (empty file or header only)")
-        counts.read = int(self.con.execute("SELECT count(*) FROM _keys").fetchall()[0][0])  # type: ignore[index]
+        counts.read = int(self.con.execute("SELECT count(*) FROM _keys").fetchall()[0][0])
         for why, n in self.con.execute(
             "SELECT _why, count(*) FROM _keys WHERE _why IS NOT NULL GROUP BY _why ORDER BY 2 DESC"
         ).fetchall():
@@ -193,10 +189,24 @@ class _Run:
         self.con.execute("DROP TABLE _keys")
         dup_groups, dup_rows = self.con.execute(
             "SELECT count(*), coalesce(sum(n - 1), 0) FROM _dups"
-        ).fetchall()[0]  # type: ignore[misc]
+        ).fetchall()[0]
         counts.duplicate = int(dup_rows)
         counts.accepted = counts.read - counts.rejected - counts.duplicate
         return int(dup_groups)
+
+    def build_address_map(self, address: FieldRule | None) -> None:
+        """`_addrmap(raw, norm)`: the valid ones among the distinct non-IPv4 address strings."""
+        if address is None:
+            mapping = pa.table(
+                {"raw": pa.array([], pa.string()), "norm": pa.array([], pa.string())}
+            )
+        else:
+            distinct = self.con.sql("SELECT DISTINCT _addr FROM _keys WHERE _addr IS NOT NULL")
+            values = distinct.to_arrow_table().column(0).combine_chunks()
+            mapping = ipintel.validity_map(values, cidr=address.kind == "cidr")
+        self.con.register("_map_arrow", mapping)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _addrmap AS SELECT * FROM _map_arrow")
+        self.con.unregister("_map_arrow")
 
     # pass C -------------------------------------------------------------------------------
     def write_rejects(self, path: Path) -> None:
@@ -245,6 +255,14 @@ def to_contract(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+# Columns with few distinct values get dictionary pages; ids and free text do not (trying a
+# dictionary on them first is wasted work).
+DICTIONARY_COLUMNS = [
+    "account_id", "api_key_id", "client_ip", "user_agent", "model", "system", "status",
+    "tier", "email_domain", "country", "org_id", "kind", "as_org",
+]  # fmt: skip
+
+
 class PartWriter:
     """Writes `part-NNNNN.parquet` files of ~ROWS_PER_PART rows in ROW_GROUP_ROWS row groups."""
 
@@ -262,7 +280,13 @@ class PartWriter:
             if self.writer is not None:
                 self.writer.close()
             path = self.single_file or self.directory / f"part-{self.parts:05d}.parquet"
-            self.writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+            self.writer = pq.ParquetWriter(
+                path,
+                self.schema,
+                compression="zstd",
+                compression_level=1,
+                use_dictionary=[c for c in DICTIONARY_COLUMNS if c in self.schema.names],
+            )
             self.parts += 1
             self.in_part = 0
         return self.writer
@@ -303,8 +327,6 @@ def _process_section(
     started = time.perf_counter()
     counts = SectionCounts(inputs=[{"path": s.display, "format": s.format} for s in sources])
     run = _Run(con, section, sources)
-    progress(f"{section.name}: checking addresses", 0, None)
-    run.build_address_maps()
     progress(f"{section.name}: validating", 0, None)
     dup_groups = run.count(counts)
     if counts.rejected and rejects_path is not None:

@@ -35,6 +35,8 @@ _RFC3339_RE = (
     r"'[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
     r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})'"
 )
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = f"'{_OCTET}(\\.{_OCTET}){{3}}'"
 _SQL_TYPE = {"int64": "BIGINT", "int32": "INTEGER", "float": "DOUBLE", "timestamp": "TIMESTAMPTZ"}
 _INT_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
@@ -86,7 +88,11 @@ def _from_text(rule: FieldRule, col: str) -> tuple[str, str, str]:
         )
     elif rule.kind == "enum":
         value = f"lower({t})"
-    else:  # ip / cidr: looked up in the validated map later
+    elif rule.kind == "ip":
+        # Canonical dotted quads are checked here (exactly Python's rule: no leading zeros);
+        # anything else (IPv6, odd forms) is parsed once per distinct string in Python.
+        value = f"CASE WHEN regexp_full_match({t}, {_IPV4_RE}) THEN {t} END"
+    else:  # cidr: always parsed in Python (IP-intel tables are small)
         value = "NULL"
     return present, value, t
 
@@ -255,24 +261,37 @@ def _reason_case(section: Section, value_of: dict[str, str]) -> str:
     return "CASE " + " ".join(branches) + " END"
 
 
-def validated_select(section: Section, union_sql: str, raw_text: bool = False) -> str:
+def address_rule(section: Section) -> FieldRule | None:
+    """The section's IP or CIDR field (each contract section has at most one)."""
+    rules = [r for r in section.rules if r.kind in ("ip", "cidr")]
+    assert len(rules) <= 1, "one address field per section"
+    return rules[0] if rules else None
+
+
+def validated_select(
+    section: Section, union_sql: str, raw_text: bool = False, deferred: bool = False
+) -> str:
     """Typed contract columns plus `_why` ('reason:field' or NULL) and `_ord` (file, row order).
 
-    IP and CIDR fields are joined to `_ipmap` / `_cidrmap` (valid strings -> normalised form),
-    built beforehand from the distinct strings (see `ipintel.build_ip_maps`).
+    Addresses that are not canonical IPv4 are looked up in `_addrmap` (valid string ->
+    normalised form), built from their distinct values. With `deferred=True` (the first scan,
+    before that map exists) there is no lookup; instead the query returns `_why` as if such an
+    address were invalid, `_why_ok` as if it were valid, and the string itself as `_addr`, so
+    the right reason is chosen once the distinct strings are parsed.
     """
     joins, value_of, outputs = [], {}, []
-    for i, rule in enumerate(section.rules):
+    address = address_rule(section)
+    for rule in section.rules:
         v = f"u.{sql_ident(rule.name + '__v')}"
-        if rule.kind in ("ip", "cidr"):
-            alias = f"m{i}"
-            table = "_ipmap" if rule.kind == "ip" else "_cidrmap"
-            joins.append(
-                f"LEFT JOIN {table} {alias} ON {alias}.raw = u.{sql_ident(rule.name + '__t')}"
-            )
-            v = f"{alias}.norm"
+        out = v
+        if rule is address and not deferred:
+            joins.append(f"LEFT JOIN _addrmap m ON m.raw = u.{sql_ident(rule.name + '__t')}")
+            v = out = f"coalesce({v}, m.norm)"
+        elif rule is address:  # output the raw string for now (it may be the dedup key)
+            out = f"coalesce({v}, u.{sql_ident(rule.name + '__t')})"
         value_of[rule.name] = v
-        out = f"coalesce({v}, {sql_str(rule.default)})" if rule.default else v
+        if rule.default:
+            out = f"coalesce({out}, {sql_str(rule.default)})"
         outputs.append(f"{out} AS {sql_ident(rule.name)}")
     extra = ["u._fid", "u._row", "u._line", "u._fid::BIGINT * 1000000000000 + u._row AS _ord"]
     if raw_text:
@@ -281,7 +300,9 @@ def validated_select(section: Section, union_sql: str, raw_text: bool = False) -
             for r in section.rules
             if r.name not in section.private_fields
         ]
-    why = _reason_case(section, value_of)
-    return (
-        f"SELECT {', '.join(outputs + extra)}, {why} AS _why FROM ({union_sql}) u {' '.join(joins)}"
-    )
+    extra.append(f"{_reason_case(section, value_of)} AS _why")
+    if deferred and address is not None:
+        v, t = (f"u.{sql_ident(address.name + s)}" for s in ("__v", "__t"))
+        extra.append(f"{_reason_case(section, {**value_of, address.name: t})} AS _why_ok")
+        extra.append(f"CASE WHEN {v} IS NULL THEN {t} END AS _addr")
+    return f"SELECT {', '.join(outputs + extra)} FROM ({union_sql}) u {' '.join(joins)}"
