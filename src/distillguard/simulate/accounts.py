@@ -488,7 +488,7 @@ def build_persona_accounts(
     if p.timing == "flat" and not p.is_attacker:
         from distillguard.simulate.calibration import draw_client_cv
 
-        gap_cv = np.clip(draw_client_cv(rng, n), 0.3, 6.0)
+        gap_cv = np.clip(draw_client_cv(rng, n), 0.3, 15.0)
     if p.is_attacker:
         gap_cv = gap_cv * rng.uniform(0.8, 1.2, n)
 
