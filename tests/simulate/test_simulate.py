@@ -163,3 +163,15 @@ def test_shipped_scenarios_and_bad_files(tmp_path: Path) -> None:
         load_scenario("no-such-scenario")
     with pytest.raises(UserError, match="not found"):
         load_scenario(tmp_path / "missing.toml")
+
+
+def test_user_agents_come_from_each_personas_library(small_run: Path) -> None:
+    from distillguard.simulate.network import ua_library
+
+    rows = duckdb.sql(
+        f"SELECT DISTINCT persona, user_agent FROM read_parquet('{small_run}/events.parquet') e "
+        f"JOIN read_parquet('{small_run}/labels.parquet') l USING (account_id)"
+    ).fetchall()
+    kinds = {p.name: p.ua for p in load_scenario("small").personas}
+    for persona, ua in rows:
+        assert ua in set(ua_library(kinds[persona])[0].tolist()), (persona, ua)

@@ -482,6 +482,7 @@ def build_persona_accounts(
         p, sc, rng, n, org_of, n_orgs, countries, pools, proxy_flags, scale, index
     )
     ua_off, ua_cnt, ua_flat = _user_agents(p, rng, n)
+    ua_off = ua_off + len(pools.ua)  # offsets into the scenario-wide list
     pools.ua.extend(ua_flat)
 
     gap_cv = np.full(n, p.gap_cv)
@@ -659,9 +660,9 @@ def _system_prompts(
     else:  # campaign
         opts = lib["campaign"]
         choice = {"A": 0, "B": 3, "C": 1}.get(p.campaign or "", 1)
-        if p.wrapper_templates == 0:  # evasive: varied or absent system prompts
-            pick = rng.integers(-1, len(opts), n)
-            out[:] = [opts[i] if i >= 0 else None for i in pick]
+        if p.wrapper_templates == 0:  # evasive: ordinary or no system prompts, varied per account
+            pool = [None, None, *lib["generic"], opts[choice]]
+            out[:] = [pool[i] for i in rng.integers(0, len(pool), n)]
         else:
             alt = 2 if p.campaign == "C" else choice
             out[:] = [opts[choice] if r < 0.7 else opts[alt] for r in rng.random(n)]
