@@ -91,7 +91,8 @@ def recent_enriched(store: Store, since_hb: int, max_events: int) -> pa.Table | 
         con.register("r", rows)
         con.register("s", sigs)
         return con.execute(
-            "SELECT r.* EXCLUDE (hb), s.* EXCLUDE (request_id) FROM r JOIN s USING (request_id) "
+            "SELECT r.*, s.* EXCLUDE (request_id) FROM r JOIN s USING (request_id) "
+            f"WHERE r.ts_ms >= {int(since_hb) * MS_PER_HOUR} "
             f"ORDER BY r.ts_ms DESC LIMIT {int(max_events)}"
         ).to_arrow_table()
     finally:

@@ -20,11 +20,19 @@ from distillguard.serve.store import EVENT_METRICS, METRICS, SIGNAL_METRICS, Win
 MS_PER_DAY = 86_400_000
 MS_PER_HOUR = 3_600_000
 EXTRACTION_FLAGS = ("cot", "rubric", "censor", "train_shaped")
+# As in fingerprints.account.network: proxy/Tor exits, commercial VPNs, and the "home-line"
+# addresses whose rotation means a proxy pool (VPN, Tor and hosting exits excluded).
+PROXY_KINDS = ("proxy", "tor")
+NOT_HOME_KINDS = ("datacenter", "vpn", "tor")
 TEXT_FIELDS = ("system", "prompt", "response")
 
 
+def _floor_div(values: pa.Array | pa.ChunkedArray, by: int) -> pa.Array:
+    return pa.array(np.floor_divide(values.to_numpy(), by))
+
+
 def hour_bucket(ts_ms: pa.Array) -> pa.Array:
-    return pc.floor_divide(ts_ms, MS_PER_HOUR)
+    return _floor_div(ts_ms, MS_PER_HOUR)
 
 
 def request_rows(events: pa.Table, store_text: bool = False) -> pa.Table:
@@ -33,12 +41,12 @@ def request_rows(events: pa.Table, store_text: bool = False) -> pa.Table:
     Same names and meanings as `pipeline.enrich` + `attach_ip_info`, so the batch stages read
     these rows (joined to the signal columns) as they read an enriched Parquet file.
     """
-    ms = pc.cast(events["timestamp"], pa.int64())
-    day = pc.floor_divide(ms, MS_PER_DAY)
+    ms = pc.cast(events["timestamp"], pa.int64()).combine_chunks()
+    day = _floor_div(ms, MS_PER_DAY)
     cols: dict[str, pa.Array] = {name: events[name] for name in CARRIED}
     cols["ts_ms"] = ms
     cols["day"] = day
-    cols["hour"] = pc.floor_divide(pc.subtract(ms, pc.multiply(day, MS_PER_DAY)), MS_PER_HOUR)
+    cols["hour"] = _floor_div(pc.subtract(ms, pc.multiply(day, MS_PER_DAY)), MS_PER_HOUR)
     cols["weekday"] = pc.remainder(pc.add(day, 3), 7)  # 1970-01-01 was a Thursday
     cols["hb"] = hour_bucket(ms)
     ips = pc.dictionary_encode(events["client_ip"].combine_chunks())
@@ -67,14 +75,19 @@ def event_deltas(rows: pa.Table) -> tuple[pa.Table, pa.Table]:
         "input_tokens": rows["input_tokens"],
         "output_tokens": rows["output_tokens"],
         "anon": _flag(pc.is_in(rows["ip_kind"], pa.array(ANONYMOUS_KINDS))),
+        "proxy": _flag(pc.is_in(rows["ip_kind"], pa.array(PROXY_KINDS))),
+        "vpn": _flag(pc.equal(rows["ip_kind"], "vpn")),
         "hosted": _flag(pc.is_in(rows["ip_kind"], pa.array(HOSTED_KINDS))),
         "followups": _flag(pc.greater(pc.fill_null(rows["turn"], 0), 0)),
         "errors": _flag(pc.not_equal(rows["status"], "ok")),
     }
     base = pa.table({"account_id": rows["account_id"], "hb": rows["hb"], **metric_cols})
     buckets = _sum_by(base, ["account_id", "hb"], list(EVENT_METRICS))
+    home = pc.invert(pc.is_in(rows["ip_kind"], pa.array(NOT_HOME_KINDS)))
+    home_rows = rows.filter(home)
     keys = [
         _key_counts(rows["account_id"], "ip", rows["client_ip"], rows["hb"]),
+        _key_counts(home_rows["account_id"], "home_ip", home_rows["client_ip"], home_rows["hb"]),
         _key_counts(rows["account_id"], "subnet", rows["subnet"], rows["hb"]),
     ]
     return buckets, pa.concat_tables(keys)
@@ -144,7 +157,19 @@ def _entropy_bits(hour_counts: np.ndarray) -> np.ndarray:
     return -(p * logs).sum(axis=1)
 
 
-def indicator_columns(w: Windows) -> dict[str, np.ndarray]:
+class Columns(dict):
+    """Indicator inputs; a fingerprint column the live state does not track reads as zeros
+    (no evidence), so an indicator added to the batch model never breaks the service."""
+
+    def __init__(self, n: int, values: dict[str, np.ndarray]) -> None:
+        super().__init__(values)
+        self.n = n
+
+    def __missing__(self, key: str) -> np.ndarray:
+        return np.zeros(self.n)
+
+
+def indicator_columns(w: Windows) -> Columns:
     """Window aggregates as the fingerprint columns `scoring.indicators` reads (long window)."""
     n = len(w.accounts)
     long = {m: np.asarray(w.long[m], dtype=float) for m in METRICS}
@@ -157,7 +182,8 @@ def indicator_columns(w: Windows) -> dict[str, np.ndarray]:
         return np.where(has_sig, long[name] / sig, 0.0)  # unknown yet: no evidence
 
     ips = np.asarray(w.distinct_long["ip"], dtype=float)
-    return {
+    home_ips = np.asarray(w.distinct_long["home_ip"], dtype=float)
+    values = {
         "requests": long["requests"],
         "output_tokens": long["output_tokens"],
         "cot_share": sig_share("cot"),
@@ -167,7 +193,12 @@ def indicator_columns(w: Windows) -> dict[str, np.ndarray]:
         "ips": ips,
         "subnets": np.asarray(w.distinct_long["subnet"], dtype=float),
         "ips_per_request": ips / req,
+        "home_ips": home_ips,
+        "home_ips_per_request": home_ips / req,
         "anon_share": long["anon"] / req,
+        "proxy_share": long["proxy"] / req,
+        "vpn_share": long["vpn"] / req,
+        "hosted_share": long["hosted"] / req,
         "top_template_share": np.where(has_sig, np.asarray(w.top_template) / sig, 0.0),
         "templates": np.asarray(w.distinct_long["tpl"], dtype=float),
         "followup_share": long["followups"] / req,
@@ -177,3 +208,4 @@ def indicator_columns(w: Windows) -> dict[str, np.ndarray]:
         "disposable": nan,
         "adopt_lag_h": nan,
     }
+    return Columns(n, values)

@@ -5,7 +5,7 @@ What is kept (never prompt text unless `state.store_prompts`):
 - requests: request_id -> the decision returned, for idempotency (a repeated id gets it back);
 - buckets: per account and hour, counters (requests, tokens, anonymising-network requests,
   follow-ups, errors, and the extraction-signal counts once signals are computed);
-- keys: per account, kind (ip, subnet, tpl) and hour, how often a key was seen, so distinct
+- keys: per account, kind (ip, home_ip, subnet, tpl) and hour, how often a key was seen, so distinct
   counts and the top template's share can be taken over any window of whole hours;
 - blobs: the per-request feature rows (Arrow IPC), read back by the background analysis;
 - accounts: the last decision per account; kv: analysis results, campaign registry, clock.
@@ -35,6 +35,8 @@ EVENT_METRICS = (
     "input_tokens",
     "output_tokens",
     "anon",
+    "proxy",
+    "vpn",
     "hosted",
     "followups",
     "errors",
@@ -50,7 +52,7 @@ SIGNAL_METRICS = (
     "thinking",
 )
 METRICS = EVENT_METRICS + SIGNAL_METRICS
-KEY_KINDS = ("ip", "subnet", "tpl")
+KEY_KINDS = ("ip", "home_ip", "subnet", "tpl")
 
 
 @dataclass
@@ -61,8 +63,8 @@ class Commit:
     request_accounts: list[str] = field(default_factory=list)
     request_hours: list[int] = field(default_factory=list)
     request_decisions: list[str] = field(default_factory=list)  # JSON per request
-    buckets: pa.Table | None = None  # account_id, hb, <some METRICS>
-    keys: pa.Table | None = None  # account_id, kind, key, hb, n
+    buckets: list[pa.Table] = field(default_factory=list)  # account_id, hb, <some METRICS>
+    keys: list[pa.Table] = field(default_factory=list)  # account_id, kind, key, hb, n
     blobs: list[tuple[int, str, bytes]] = field(default_factory=list)  # (hb, kind, Arrow IPC)
     accounts: dict[str, str] = field(default_factory=dict)  # account -> last decision JSON
     clock_ms: int | None = None
@@ -201,8 +203,10 @@ class SqliteStore(Store):
             con = self._w
             con.execute("BEGIN IMMEDIATE")
             try:
-                self._upsert_buckets(c.buckets)
-                self._upsert_keys(c.keys)
+                for b in c.buckets:
+                    self._upsert_buckets(b)
+                for k in c.keys:
+                    self._upsert_keys(k)
                 if decide is not None:
                     accounts = list(dict.fromkeys(c.request_accounts))
                     w = self._windows(con, accounts, *c.window_from)
@@ -241,8 +245,8 @@ class SqliteStore(Store):
                 raise
         return True
 
-    def _upsert_buckets(self, buckets: pa.Table | None) -> None:
-        if buckets is None or buckets.num_rows == 0:
+    def _upsert_buckets(self, buckets: pa.Table) -> None:
+        if buckets.num_rows == 0:
             return
         cols = [c for c in buckets.column_names if c in METRICS]
         names = ", ".join(["account_id", "hb", *cols])
@@ -254,8 +258,8 @@ class SqliteStore(Store):
             _rows(buckets, ["account_id", "hb", *cols]),
         )
 
-    def _upsert_keys(self, keys: pa.Table | None) -> None:
-        if keys is None or keys.num_rows == 0:
+    def _upsert_keys(self, keys: pa.Table) -> None:
+        if keys.num_rows == 0:
             return
         self._w.executemany(
             "INSERT INTO keys VALUES (?, ?, ?, ?, ?) "

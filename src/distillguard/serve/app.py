@@ -1,0 +1,152 @@
+"""HTTP API of `distillguard serve` (FastAPI): thin handlers over `service.Service`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from distillguard.serve.auth import Authenticator
+from distillguard.serve.config import ServeConfig
+from distillguard.serve.otlp import decode_otlp, otlp_response
+from distillguard.serve.service import Outcome, Service
+
+JSON = "application/json"
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def scope_guard(auth: Authenticator, scope: str) -> Callable[[Request], None]:
+    """A dependency: 401 without a valid token, 403 when the token lacks `scope`."""
+
+    def check(request: Request) -> None:
+        if auth.disabled:
+            return
+        token = _bearer(request)
+        granted = auth.scopes(token) if token else None
+        if granted is None:
+            raise HttpError(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+        if scope not in granted:
+            raise HttpError(403, f"token lacks the '{scope}' scope")
+
+    return check
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"body of {declared} bytes; limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _respond(outcome: Outcome) -> Response:
+    return Response(outcome.body, status_code=outcome.status, media_type=JSON)
+
+
+def _decode_events(body: bytes) -> Any:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HttpError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise HttpError(422, 'body must be a JSON object {"events": [...]}')
+    return payload.get("events")
+
+
+def create_app(cfg: ServeConfig, service: Service | None = None) -> FastAPI:
+    """The FastAPI app; the service's workers start and stop with the app's lifespan."""
+    svc = service or Service(cfg)
+    auth = Authenticator(cfg.tokens, bool(cfg.get("auth", "disabled")))
+    limit = int(cfg.get("server", "max_body_bytes"))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        svc.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(svc.stop)
+
+    app = FastAPI(title="distillguard", version="1", lifespan=lifespan)
+    app.state.service = svc
+    read = Depends(scope_guard(auth, "read"))
+    write = Depends(scope_guard(auth, "write"))
+
+    @app.exception_handler(HttpError)
+    async def _http_error(_: Request, exc: HttpError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, exc.status, headers=exc.headers)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        svc.metrics.inc(
+            "distillguard_http_requests_total", route=path, status=str(response.status_code)
+        )
+        return response
+
+    @app.post("/v1/events", dependencies=[write])
+    async def post_events(request: Request) -> Response:
+        """A batch of contract events -> one decision per event, in order."""
+        body = await read_body(request, limit)
+        events = _decode_events(body)
+        return _respond(await run_in_threadpool(svc.ingest_payload, events))
+
+    @app.post("/v1/traces", dependencies=[write])
+    async def post_traces(request: Request) -> Response:
+        """OTLP/HTTP traces (JSON or protobuf): GenAI spans are scored like events."""
+        body = await read_body(request, limit)
+        content_type = request.headers.get("content-type", JSON)
+        encoding = request.headers.get("content-encoding", "")
+        try:
+            payload = decode_otlp(body, content_type, encoding)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+        outcome = await run_in_threadpool(svc.ingest_otlp, payload)
+        body, media = otlp_response(outcome, content_type)
+        return Response(body, status_code=outcome.status, media_type=media)
+
+    @app.get("/v1/accounts/{account_id}", dependencies=[read])
+    async def get_account(account_id: str) -> Response:
+        view = await run_in_threadpool(svc.account_view, account_id)
+        if view is None:
+            raise HttpError(404, f"account {account_id!r} not seen")
+        return JSONResponse(view)
+
+    @app.get("/v1/campaigns", dependencies=[read])
+    async def get_campaigns() -> Response:
+        return JSONResponse(await run_in_threadpool(svc.campaigns_view))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse(svc.health())
+
+    @app.get("/metrics", dependencies=[read])
+    async def metrics() -> Response:
+        return PlainTextResponse(
+            svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return app

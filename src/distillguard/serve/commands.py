@@ -1,0 +1,53 @@
+"""`distillguard serve` (the scoring service) and `distillguard serve-token` (make a token)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from distillguard.errors import UserError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)
+    app.command("serve-token")(token_command)
+
+
+def serve_command(
+    config: Path = typer.Option(None, "--config", help="TOML config (see docs/serve.md)"),
+    host: str = typer.Option(None, "--host", help="address to listen on (default from config)"),
+    port: int = typer.Option(None, "--port", help="port (default from config)"),
+) -> None:
+    """Real-time scoring service for API gateways: POST events, get decisions."""
+    import uvicorn
+
+    from distillguard.serve.app import create_app
+    from distillguard.serve.config import load_config
+
+    cfg = load_config(config)
+    host = host or cfg.get("server", "host")
+    port = port or int(cfg.get("server", "port"))
+    if not 0 < port < 65536:
+        raise UserError(f"bad port {port}")
+    app = create_app(cfg)
+    typer.echo(f"distillguard serve on http://{host}:{port} (state: {cfg.get('state', 'backend')})")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def token_command(
+    scopes: str = typer.Option("read,write", "--scopes", help="comma-separated: read, write"),
+    name: str = typer.Option("gateway", "--name", help="a label for the token"),
+    scrypt: bool = typer.Option(False, "--scrypt", help="store an scrypt hash (slow, salted)"),
+) -> None:
+    """Print a new random token and the config line that grants it (only the hash is kept)."""
+    from distillguard.serve.auth import new_token, scrypt_hash, sha256_hash
+
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    if not wanted or not set(wanted) <= {"read", "write"}:
+        raise UserError("--scopes takes read, write or both")
+    token = new_token()
+    digest = scrypt_hash(token) if scrypt else sha256_hash(token)
+    typer.echo(f"token (give to the client, not stored anywhere): {token}")
+    typer.echo("add to [auth] tokens in the config:")
+    typer.echo(f'  {{ name = "{name}", hash = "{digest}", scopes = {wanted!r} }}'.replace("'", '"'))

@@ -1,0 +1,414 @@
+"""The scoring service without HTTP: ingest a batch, decide, persist; background workers.
+
+One POST = one validated Arrow table = one store transaction:
+  validate -> drop known request_ids -> request rows (no text) and counter deltas ->
+  [inline: request signals] -> commit counters, read the accounts' windows inside the same
+  transaction, decide, store the decisions -> respond.
+
+Request signals cost ~0.2 s per call whatever the batch size, so by default a worker thread
+coalesces the acknowledged batches and computes them every `signals.flush_ms`; their counts
+join the accounts' windows within that delay. The analysis thread re-runs linkage, Leiden and
+scoring every `analysis.interval_s` over the stored features.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distillguard.ingest.otel import payload_records
+from distillguard.serve.analysis import (
+    REGISTRY_KEY,
+    VERDICTS_KEY,
+    AnalysisResult,
+    alert_pending,
+    analyse,
+    recent_enriched,
+    reconcile,
+    window_start_hb,
+)
+from distillguard.serve.config import ServeConfig
+from distillguard.serve.decide import Policy, decide, encode
+from distillguard.serve.features import (
+    MS_PER_HOUR,
+    event_deltas,
+    request_rows,
+    signal_deltas,
+    to_ipc,
+)
+from distillguard.serve.metrics import Metrics
+from distillguard.serve.store import Commit, SqliteStore, Store, Windows
+from distillguard.serve.validate import EventValidator, Rejected
+from distillguard.signals import compute_signals
+
+log = logging.getLogger("distillguard.serve")
+MAX_CLOCK_SKEW_MS = 5 * 60_000  # a timestamp further in the future does not move the clock
+MAX_REPORTED_REJECTS = 100
+
+
+@dataclass
+class Outcome:
+    """HTTP status and JSON body of one ingest call."""
+
+    status: int
+    body: bytes
+
+
+def _json(status: int, payload: Any) -> Outcome:
+    return Outcome(status, json.dumps(payload).encode())
+
+
+def open_store(cfg: ServeConfig) -> Store:
+    if cfg.get("state", "backend") == "redis":
+        from distillguard.serve.redis_store import RedisStore
+
+        return RedisStore(cfg.get("state", "redis_url"), cfg.get("state", "redis_prefix"))
+    return SqliteStore(cfg.state_path, cfg.get("state", "synchronous"))
+
+
+def _first_occurrence(ids: pa.Array) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(code of each row's id, distinct ids, mask of rows that are their id's first)."""
+    enc = pc.dictionary_encode(ids)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    first = np.empty(len(enc.dictionary), dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]
+    return codes, enc.dictionary.to_pylist(), first[codes] == np.arange(len(codes))
+
+
+def _as_batch(table: pa.Table) -> pa.RecordBatch:
+    return table.combine_chunks().to_batches(max_chunksize=table.num_rows)[0]
+
+
+class Service:
+    """Ingest, decisions, state and background work of `distillguard serve`."""
+
+    def __init__(self, cfg: ServeConfig, store: Store | None = None) -> None:
+        self.cfg = cfg
+        self.store = store or open_store(cfg)
+        self.validator = EventValidator()
+        self.metrics = Metrics()
+        self.policy = Policy.from_config(cfg.raw)
+        self.short_hours = int(cfg.get("windows", "short_hours"))
+        self.long_hours = int(cfg.get("windows", "long_hours"))
+        self.inline_signals = bool(cfg.get("signals", "inline"))
+        self.store_text = bool(cfg.get("state", "store_prompts"))
+        self._ingest_lock = threading.Lock()
+        self._analysis_lock = threading.Lock()
+        self._queue: list[tuple[pa.Table, pa.Table]] = []
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        clock = self.store.get_kv("clock")
+        self.clock_ms = int(clock) if clock else 0
+        saved = self.store.get_kv(VERDICTS_KEY)
+        self.analysis: AnalysisResult | None = AnalysisResult.from_json(saved) if saved else None
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        if not self.inline_signals:
+            self._spawn("dg-signals", self._signal_loop)
+        if float(self.cfg.get("analysis", "interval_s")) > 0:
+            self._spawn("dg-analysis", self._analysis_loop)
+
+    def _spawn(self, name: str, target: Any) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads.clear()
+        self.flush_signals()
+        self.store.close()
+
+    # ----------------------------------------------------------------------------- ingest
+    def ingest_payload(self, events: Any, text: bool = False) -> Outcome:
+        """A decoded `events` list -> 200 with decisions, 413 or 422."""
+        if not isinstance(events, list):
+            return _json(422, {"detail": [{"field": "events", "reason": "missing_field"}]})
+        limit = int(self.cfg.get("server", "max_batch_events"))
+        if len(events) > limit:
+            return _json(413, {"detail": f"batch of {len(events)} events; limit is {limit}"})
+        table, rejected, _ = self.validator.validate(events, text=text)
+        if rejected:
+            self.metrics.inc("distillguard_rejected_events_total", len(rejected))
+            return self._rejected(rejected)
+        return Outcome(200, self.ingest(table))
+
+    def ingest_otlp(self, payload: dict[str, Any]) -> Outcome:
+        """OTLP/JSON traces: GenAI spans become events (ingest OTel mapping); others skipped.
+
+        OTLP semantics: valid spans are accepted and the rest reported as a partial success.
+        """
+        stats: dict[str, int] = {}
+        records, _, _ = payload_records(payload, 1, 0, stats)
+        limit = int(self.cfg.get("server", "max_batch_events"))
+        if len(records) > limit:
+            return _json(413, {"detail": f"batch of {len(records)} spans; limit is {limit}"})
+        table, rejected, _ = self.validator.validate(records, text=True)
+        self.metrics.inc("distillguard_rejected_events_total", len(rejected))
+        decided = json.loads(self.ingest(table)) if table.num_rows else {"decisions": []}
+        doc: dict[str, Any] = {
+            "decisions": decided["decisions"],
+            "skipped_non_genai": stats.get("skipped_non_genai", 0),
+        }
+        if rejected:
+            doc["partialSuccess"] = {
+                "rejectedSpans": len(rejected),
+                "errorMessage": "; ".join(
+                    f"span {r.index}: {r.reason}:{r.field}" for r in rejected[:20]
+                ),
+            }
+        return _json(200, doc)
+
+    def _rejected(self, rejected: list[Rejected]) -> Outcome:
+        return _json(
+            422,
+            {
+                "detail": [r.as_dict() for r in rejected[:MAX_REPORTED_REJECTS]],
+                "rejected": len(rejected),
+            },
+        )
+
+    def ingest(self, table: pa.Table) -> bytes:
+        """Decide and persist a validated contract table; the JSON body of the response."""
+        start = time.perf_counter()
+        ids = table["request_id"].combine_chunks()
+        codes, distinct, first = _first_occurrence(ids)
+        with self._ingest_lock:
+            known = self.store.known(distinct)
+            is_known = np.array([d in known for d in distinct], dtype=bool)
+            new_mask = first & ~is_known[codes]
+            decisions = dict(known)
+            if new_mask.any():
+                new = table.filter(pa.array(new_mask))
+                decisions.update(self._commit_new(new))
+        body = self._response(distinct, codes, decisions, first & ~is_known[codes])
+        self.metrics.inc("distillguard_duplicate_events_total", float(len(codes) - new_mask.sum()))
+        self.metrics.observe_batch(time.perf_counter() - start)
+        return body
+
+    def _advance_clock(self, ts_ms: pa.Array) -> None:
+        newest = pc.max(ts_ms).as_py()
+        ceiling = int(time.time() * 1000) + MAX_CLOCK_SKEW_MS
+        if newest is not None:
+            self.clock_ms = max(self.clock_ms, min(int(newest), ceiling))
+
+    def _window_from(self) -> tuple[int, int]:
+        now_hb = self.clock_ms // MS_PER_HOUR
+        return now_hb - self.short_hours + 1, now_hb - self.long_hours + 1
+
+    def _commit_new(self, new: pa.Table) -> dict[str, str]:
+        rows = request_rows(new, self.store_text)
+        buckets, keys = event_deltas(rows)
+        hb = int(pc.max(rows["hb"]).as_py())
+        commit = Commit(
+            request_ids=rows["request_id"].to_pylist(),
+            request_accounts=rows["account_id"].to_pylist(),
+            request_hours=rows["hb"].to_pylist(),
+            buckets=[buckets],
+            keys=[keys],
+            blobs=[(hb, "events", to_ipc(rows.drop_columns(["hb"])))],
+        )
+        if self.inline_signals:
+            signals = pa.Table.from_batches([compute_signals(_as_batch(new))])
+            s_buckets, s_keys = signal_deltas(rows, signals)
+            commit.buckets.append(s_buckets)
+            commit.keys.append(s_keys)
+            commit.blobs.append((hb, "signals", to_ipc(signals)))
+        self._advance_clock(rows["ts_ms"])
+        commit.clock_ms = self.clock_ms
+        commit.window_from = self._window_from()
+        per_account: dict[str, str] = {}
+
+        def decide_fn(w: Windows) -> tuple[list[str], dict[str, str]]:
+            verdicts = self.analysis.verdicts if self.analysis else {}
+            for d in decide(w, verdicts, self.policy, self.short_hours):
+                per_account[d.pop("account_id")] = encode(d)
+            return [per_account[a] for a in commit.request_accounts], per_account
+
+        if not self.store.commit(commit, decide_fn):
+            raise RuntimeError("request ids taken by another writer; retry the batch")
+        counts = pc.value_counts(rows["account_id"]).to_pylist()
+        for item in counts:
+            d = json.loads(per_account[item["values"]])["decision"]
+            self.metrics.inc("distillguard_events_total", float(item["counts"]), decision=d)
+        if not self.inline_signals:
+            self._enqueue(rows.select(["request_id", "account_id", "hb"]), new)
+        return dict(zip(commit.request_ids, commit.request_decisions, strict=True))
+
+    @staticmethod
+    def _response(
+        distinct: list[str], codes: np.ndarray, decisions: dict[str, str], counted: np.ndarray
+    ) -> bytes:
+        # The stored decision JSON is spliced in as text: no re-encoding per request.
+        parts = []
+        for code, fresh in zip(codes.tolist(), counted.tolist(), strict=True):
+            rid = distinct[code]
+            dup = "false" if fresh else "true"
+            parts.append(
+                f'{{"request_id":{json.dumps(rid)},{decisions[rid][1:-1]},"duplicate":{dup}}}'
+            )
+        accepted = int(counted.sum())
+        return (
+            f'{{"accepted":{accepted},"duplicates":{len(parts) - accepted},'
+            f'"decisions":[{",".join(parts)}]}}'
+        ).encode()
+
+    # ----------------------------------------------------------------------------- signals
+    def _enqueue(self, rows: pa.Table, events: pa.Table) -> None:
+        with self._cond:
+            self._queue.append((rows, events))
+            self._queued += rows.num_rows
+            self.metrics.set("distillguard_signal_queue_events", self._queued)
+            if self._queued >= int(self.cfg.get("signals", "flush_events")):
+                self._cond.notify_all()
+
+    def _signal_loop(self) -> None:
+        wait_s = float(self.cfg.get("signals", "flush_ms")) / 1000.0
+        while not self._stop.is_set():
+            with self._cond:
+                self._cond.wait(timeout=wait_s)
+            try:
+                self.flush_signals()
+            except Exception:  # keep the worker alive; the batch stays counted without signals
+                log.exception("signal flush failed")
+
+    def flush_signals(self) -> int:
+        """Compute and store the signals of every queued event; returns how many."""
+        with self._cond:
+            pending, self._queue, self._queued = self._queue, [], 0
+            self.metrics.set("distillguard_signal_queue_events", 0)
+        if not pending:
+            return 0
+        rows = pa.concat_tables([r for r, _ in pending])
+        events = pa.concat_tables([e for _, e in pending])
+        signals = pa.Table.from_batches([compute_signals(_as_batch(events))])
+        buckets, keys = signal_deltas(rows, signals)
+        hb = int(pc.max(rows["hb"]).as_py())
+        self.store.commit(
+            Commit(buckets=[buckets], keys=[keys], blobs=[(hb, "signals", to_ipc(signals))])
+        )
+        self.metrics.inc("distillguard_signal_events_total", rows.num_rows)
+        return rows.num_rows
+
+    # ----------------------------------------------------------------------------- analysis
+    def _analysis_loop(self) -> None:
+        interval = float(self.cfg.get("analysis", "interval_s"))
+        while not self._stop.wait(interval):
+            try:
+                self.run_analysis()
+            except Exception:
+                log.exception("background analysis failed")
+
+    def run_analysis(self) -> AnalysisResult | None:
+        """Linkage + Leiden + scoring over the recent window; swaps in the new verdicts."""
+        a = self.cfg.raw["analysis"]
+        with self._analysis_lock:
+            since = window_start_hb(self.clock_ms, int(a["window_hours"]))
+            enriched = recent_enriched(self.store, since, int(a["max_events"]))
+            if enriched is None or pc.count_distinct(enriched["account_id"]).as_py() < int(
+                a["min_accounts"]
+            ):
+                return None
+            result = analyse(
+                enriched, float(self.cfg.get("decisions", "flag_threshold")), self.clock_ms
+            )
+            raw = self.store.get_kv(REGISTRY_KEY)
+            registry = json.loads(raw) if raw else {}
+            new = reconcile(result, registry)
+            sent = alert_pending(registry, self.cfg.raw["alerts"])
+            self.store.put_kv(REGISTRY_KEY, json.dumps(registry).encode())
+            self.store.put_kv(VERDICTS_KEY, result.to_json())
+            self.analysis = result
+            retention = int(self.cfg.get("state", "retention_hours"))
+            self.store.prune(self.clock_ms // MS_PER_HOUR - retention)
+        self.metrics.inc("distillguard_analysis_runs_total")
+        self.metrics.set("distillguard_analysis_seconds", result.seconds)
+        self.metrics.set("distillguard_campaigns", len(result.campaigns))
+        self.metrics.inc("distillguard_alerts_total", sent, outcome="sent")
+        if new:
+            log.info("new campaigns: %s", ", ".join(new))
+        return result
+
+    # ----------------------------------------------------------------------------- reads
+    def account_view(self, account_id: str) -> dict[str, Any] | None:
+        last = self.store.account(account_id)
+        if last is None:
+            return None
+        short_from, long_from = self._window_from()
+        w = self.store.windows([account_id], short_from, long_from)
+        verdict = self.analysis.verdicts.get(account_id) if self.analysis else None
+        return {
+            "account_id": account_id,
+            "last_decision": json.loads(last),
+            "windows": {
+                f"{self.short_hours}h": _window_dict(w, "short"),
+                f"{self.long_hours}h": _window_dict(w, "long"),
+            },
+            "cluster": None
+            if verdict is None
+            else {
+                "risk": round(verdict.risk, 4),
+                "size": verdict.size,
+                "campaign_id": verdict.campaign_id,
+                "reasons": [text for _, text in verdict.reasons],
+            },
+        }
+
+    def campaigns_view(self) -> dict[str, Any]:
+        raw = self.store.get_kv(REGISTRY_KEY)
+        registry = json.loads(raw) if raw else {}
+        campaigns = [
+            {
+                "campaign_id": cid,
+                **{k: v for k, v in entry.items() if k != "summary"},
+                **entry.get("summary", {}),
+            }
+            for cid, entry in sorted(registry.items())
+        ]
+        at = self.analysis.at_ms if self.analysis else None
+        return {"analysed_at_ms": at, "campaigns": campaigns}
+
+    def health(self) -> dict[str, Any]:
+        with self._cond:
+            queued = self._queued
+        a = self.analysis
+        return {
+            "status": "ok",
+            "backend": self.cfg.get("state", "backend"),
+            "clock_ms": self.clock_ms,
+            "signal_queue": queued,
+            "last_analysis": None
+            if a is None
+            else {
+                "at_ms": a.at_ms,
+                "events": a.events,
+                "accounts": a.accounts,
+                "campaigns": len(a.campaigns),
+                "seconds": a.seconds,
+            },
+        }
+
+
+def _window_dict(w: Windows, which: str) -> dict[str, int]:
+    sums = w.short if which == "short" else w.long
+    distinct = w.distinct_short if which == "short" else w.distinct_long
+    out = {m: int(v[0]) for m, v in sums.items()}
+    out.update({f"distinct_{k}s": int(v[0]) for k, v in distinct.items()})
+    if which == "long":
+        out["top_template_requests"] = int(w.top_template[0])
+    return out
