@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "distillguard.pipeline",
     "distillguard.provenance.commands",
     "distillguard.report.commands",
+    "distillguard.serve.commands",
 )
 
 
