@@ -17,16 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import kstest
 
 from distillguard.provenance.corpus import synthetic_corpus
 from distillguard.provenance.keys import WatermarkKey
 from distillguard.provenance.radioactivity import (
     closed_mode_rows,
     closed_mode_test,
+    next_token_profile,
     null_calibration,
     reading_mode_rows,
     reading_mode_test,
-    soft_reading_mode_test,
+    soft_score,
 )
 from distillguard.provenance.tinylm import (
     TinyLM,
@@ -81,6 +83,7 @@ class ExperimentResult:
     students: list[StudentResult]
     control_null_ks_open: float  # KS p-value of control p-values under random keys
     control_null_ks_closed: float
+    control_null_ks_soft: float
     control_null_pvalues_open: np.ndarray
     seconds: dict[str, float]
 
@@ -147,9 +150,8 @@ def run_experiment(
         opened = reading_mode_test(
             fn, probe_ids, vocab.token_keys, key, cfg.watermark, vocab.pad_id
         )
-        soft = soft_reading_mode_test(
-            fn, probe_ids, vocab.token_keys, key, cfg.watermark, vocab.pad_id
-        )
+        profile = next_token_profile(fn, probe_ids, vocab.token_keys, cfg.watermark, vocab.pad_id)
+        soft = soft_score(profile, vocab.token_keys, key, cfg.watermark)
         if cfg.save_dir:
             save_model(Path(cfg.save_dir) / f"student_{fraction:g}.pt", student, vocab)
         generated = sample(student, vocab, cfg.closed_samples, seed=cfg.seed + 200 + i)
@@ -164,6 +166,9 @@ def run_experiment(
                 closed.p_value,
                 closed.detection.z,
                 closed.detection.n_scored,
+                soft.p_value,
+                soft.z,
+                soft.n_windows,
             )
         )
         clock[f"student_{fraction:g}"] = time.perf_counter() - t2
@@ -178,13 +183,28 @@ def run_experiment(
             k = cfg.watermark.context_width
             control_rows_open = reading_mode_rows(fn, probe_ids, vocab.token_keys, k, vocab.pad_id)
             control_rows_closed = closed_mode_rows(gen_keys, k)
+            control_profile = profile
 
-    ks_open = ks_closed = float("nan")
+    ks_open = ks_closed = ks_soft = float("nan")
     null_open = np.zeros(0)
     if control_rows_open is not None and control_rows_closed is not None:
         null_open, ks_open = null_calibration(control_rows_open, cfg.watermark, cfg.null_keys)
         _, ks_closed = null_calibration(control_rows_closed, cfg.watermark, cfg.null_keys)
+        soft_null = [
+            soft_score(
+                control_profile, vocab.token_keys, WatermarkKey.from_seed(777 + j), cfg.watermark
+            ).p_value
+            for j in range(cfg.null_keys)
+        ]
+        ks_soft = float(kstest(soft_null, "uniform").pvalue)
     clock["total"] = time.perf_counter() - t0
     return ExperimentResult(
-        teacher_wm.p_value, teacher_plain.p_value, students, ks_open, ks_closed, null_open, clock
+        teacher_wm.p_value,
+        teacher_plain.p_value,
+        students,
+        ks_open,
+        ks_closed,
+        ks_soft,
+        null_open,
+        clock,
     )

@@ -223,6 +223,14 @@ class SoftDetection:
     p_value: float
 
 
+@dataclass(frozen=True)
+class NextTokenProfile:
+    """The suspect's mean next-token distribution after each distinct probe window."""
+
+    windows: np.ndarray  # (C, k) token keys
+    probs: np.ndarray  # (C, V) mean next-token probabilities
+
+
 def soft_reading_mode_test(
     logits_fn: LogitsFn,
     probe_ids: Sequence[Sequence[int]],
@@ -244,6 +252,19 @@ def soft_reading_mode_test(
     saddlepoint approximation (validated against uniformity in the tests).
     Memory is (distinct windows x vocabulary): meant for small vocabularies.
     """
+    profile = next_token_profile(logits_fn, probe_ids, token_keys, config, pad_id, batch_size)
+    return soft_score(profile, token_keys, key, config, max_concentration)
+
+
+def next_token_profile(
+    logits_fn: LogitsFn,
+    probe_ids: Sequence[Sequence[int]],
+    token_keys: np.ndarray,
+    config: WatermarkConfig,
+    pad_id: int = 0,
+    batch_size: int = 64,
+) -> NextTokenProfile:
+    """Run the suspect once over the probe (key-independent; reusable for many keys)."""
     k = config.context_width
     rows: list[np.ndarray] = []
     accum: list[np.ndarray] = []
@@ -264,7 +285,7 @@ def soft_reading_mode_test(
         rows.append(token_keys[win[valid]])
         accum.append(probs[valid])
     if not rows:
-        return SoftDetection(0, 0.0, 0.0, 0.0, 1.0)
+        return NextTokenProfile(np.zeros((0, k), np.uint64), np.zeros((0, len(token_keys))))
     windows = np.concatenate(rows).astype(np.uint64)
     probs = np.concatenate(accum)
     uniq, inverse = np.unique(windows, axis=0, return_inverse=True)
@@ -272,6 +293,18 @@ def soft_reading_mode_test(
     mean = np.zeros((len(uniq), probs.shape[1]))
     np.add.at(mean, inverse, probs)
     mean /= np.bincount(inverse, minlength=len(uniq))[:, None]
+    return NextTokenProfile(uniq, mean)
+
+
+def soft_score(
+    profile: NextTokenProfile,
+    token_keys: np.ndarray,
+    key: WatermarkKey,
+    config: WatermarkConfig,
+    max_concentration: float = 0.5,
+) -> SoftDetection:
+    """Green probability mass of a profile under `key`, with its null tail probability."""
+    uniq, mean = profile.windows, profile.probs
     keep = (mean * mean).sum(axis=1) <= max_concentration
     uniq, mean = uniq[keep], mean[keep]
     green = GreenList(key, config)
