@@ -32,14 +32,14 @@ EDGE_GROUPS = {
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
-    fig.update_layout(
-        template="plotly_white",
-        height=height,
-        margin={"l": 50, "r": 20, "t": 40, "b": 40},
-        font={"family": FONT, "size": 12, "color": "#222"},
-        legend={"orientation": "h", "y": -0.18},
-        **extra,
-    )
+    settings: dict[str, Any] = {
+        "template": "plotly_white",
+        "height": height,
+        "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+        "font": {"family": FONT, "size": 12, "color": "#222"},
+        "legend": {"orientation": "h", "y": -0.18},
+    }
+    fig.update_layout(**{**settings, **extra})
     return fig
 
 
