@@ -90,7 +90,7 @@ def recent_enriched(store: Store, since_hb: int, max_events: int) -> pa.Table | 
     try:
         con.register("r", rows)
         con.register("s", sigs)
-        return con.execute(
+        return con.sql(
             "SELECT r.*, s.* EXCLUDE (request_id) FROM r JOIN s USING (request_id) "
             f"WHERE r.ts_ms >= {int(since_hb) * MS_PER_HOUR} "
             f"ORDER BY r.ts_ms DESC LIMIT {int(max_events)}"
