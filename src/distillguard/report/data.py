@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from distillguard.contract import CAPABILITIES
-from distillguard.report.rundir import ANONYMOUS_KINDS, RunDir, sql_str
+from distillguard.report.rundir import ANONYMOUS_KINDS, EDGE_VIEWS, RunDir, sql_str
 
 MS_PER_DAY = 86_400_000
 MAX_CAMPAIGN_SECTIONS = 25  # campaigns beyond this are in the headline table only
@@ -282,21 +282,7 @@ def graph(run: RunDir, campaign_id: str, max_nodes: int) -> tuple[list[dict], li
     if not nodes or not run.has("edges", "a", "b"):
         return nodes, []
     ids = ", ".join(sql_str(n["account_id"]) for n in nodes)
-    views = [
-        v
-        for v in (
-            "n_ip",
-            "n_subnet",
-            "n_template",
-            "n_wrapper",
-            "n_system",
-            "n_sync",
-            "n_payment",
-            "n_device",
-            "n_signup",
-        )
-        if run.has("edges", v)
-    ]
+    views = [v for v in EDGE_VIEWS if run.has("edges", v)]
     weight = run.column_or("edges", "weight", "1.0")
     extra = "".join(f", {v}" for v in views)
     edges = run.rows(

@@ -24,7 +24,7 @@ KIND_COLOURS = {
 }
 # Evidence views grouped the way analysts read them, with the colour of their edges.
 EDGE_GROUPS = {
-    "shared content": (("n_template", "n_wrapper", "n_system"), "#1f4e79"),
+    "shared content": (("n_template", "n_wrapper", "n_sentence", "n_system"), "#1f4e79"),
     "shared network": (("n_ip", "n_subnet"), "#c0504d"),
     "synchronised": (("n_sync",), "#7b5ea7"),
     "shared identity": (("n_payment", "n_device", "n_signup"), "#e3a23b"),

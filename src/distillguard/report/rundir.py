@@ -42,6 +42,7 @@ EDGE_VIEWS = {
     "n_subnet": "subnet",
     "n_template": "template",
     "n_wrapper": "wrapper",
+    "n_sentence": "sentences",
     "n_system": "system prompt",
     "n_sync": "synchronised",
     "n_payment": "payment",
