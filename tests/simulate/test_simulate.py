@@ -175,3 +175,15 @@ def test_user_agents_come_from_each_personas_library(small_run: Path) -> None:
     kinds = {p.name: p.ua for p in load_scenario("small").personas}
     for persona, ua in rows:
         assert ua in set(ua_library(kinds[persona])[0].tolist()), (persona, ua)
+
+
+def test_accounts_exist_before_they_send_requests(seed_report_run: Path) -> None:
+    d = seed_report_run
+    rows = duckdb.sql(
+        f"SELECT count(*) FILTER (WHERE a.created_at >= f.first), count(*), "
+        "count(*) FILTER (WHERE a.email IS NULL OR a.signup_ip IS NULL OR a.tier IS NULL) "
+        f"FROM read_parquet('{d}/accounts.parquet') a JOIN (SELECT account_id, min(timestamp) "
+        f"AS first FROM read_parquet('{d}/events.parquet') GROUP BY 1) f USING (account_id)"
+    ).fetchall()
+    late, total, incomplete = rows[0]
+    assert total > 100 and late == 0 and incomplete == 0

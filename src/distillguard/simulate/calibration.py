@@ -21,7 +21,9 @@ def calibration() -> dict:
         return json.load(fh)
 
 
-def token_params(profile: str, output_profile: str | None = None) -> tuple[float, float, float, float]:
+def token_params(
+    profile: str, output_profile: str | None = None
+) -> tuple[float, float, float, float]:
     """(mu_in, sigma_in, mu_out, sigma_out) of lognormal token lengths (natural log)."""
     p = calibration()["token_profiles"][profile]
     o = calibration()["token_profiles"][output_profile or profile]
