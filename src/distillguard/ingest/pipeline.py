@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -243,9 +245,46 @@ class _Run:
         anti = f" AND {key} NOT IN (SELECT k FROM _dups)" if has_dups else ""
         query = f"SELECT {cols} FROM ({valid}) WHERE _why IS NULL{anti}"
         try:
-            return self.con.sql(query).to_arrow_reader(ROW_GROUP_ROWS)
+            return self.con.sql(query).to_arrow_reader(2 * ROW_GROUP_ROWS)
         except duckdb.Error as exc:
             raise UserError(f"{self._inputs_label()}: {one_line(exc)}") from None
+
+
+def prefetched(reader: pa.RecordBatchReader, depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Iterate `reader` while a thread fetches the next batches, so that DuckDB computes
+    while Parquet encodes (both release the GIL). At most `depth` batches wait in memory."""
+    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        slots.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            slots.put(exc)
+
+    worker = threading.Thread(target=produce, name="duckdb-fetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 def to_contract(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
@@ -341,7 +380,7 @@ def _process_section(
     stage = f"{section.name}: writing"
     progress(stage, 0, counts.accepted)
     try:
-        for batch in reader:
+        for batch in prefetched(reader):
             table = to_contract(batch, section.schema)
             sink(table)
             written += table.num_rows
