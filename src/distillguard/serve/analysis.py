@@ -31,6 +31,11 @@ from distillguard.links.evidence import evidence
 from distillguard.links.graph import account_order
 from distillguard.links.graph import edges as link_edges
 from distillguard.scoring.indicators import CLUSTER_INDICATORS, noisy_or
+
+try:  # the behavioural-twin view, when the batch pipeline has it (it joins `detect`'s graph)
+    from distillguard.links.twins import twin_edges, with_twins
+except ImportError:  # pragma: no cover - older pipeline without it
+    twin_edges = with_twins = None
 from distillguard.scoring.risk import score
 from distillguard.serve.decide import REASON_FLOOR, ClusterVerdict
 from distillguard.serve.features import MS_PER_HOUR, from_ipc
@@ -164,6 +169,8 @@ def analyse(enriched: pa.Table, flag_threshold: float, at_ms: int) -> AnalysisRe
         order = be.create_table("account_order", account_order(fp["account_id"]))
         ev = evidence(e, None).semi_join(order, "account_id")
         graph = link_edges(ev, order, fp.num_rows).to_pyarrow()
+        if with_twins is not None:  # same graph as `distillguard detect`
+            graph = with_twins(graph, twin_edges(fp))
         clusters = communities(fp["account_id"], graph)
         scored = score(fp, graph, clusters, threshold=flag_threshold)
         assigned = assign_campaigns(scored.accounts, graph, fp.select(["account_id", "requests"]))

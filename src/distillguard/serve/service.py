@@ -70,7 +70,11 @@ def open_store(cfg: ServeConfig) -> Store:
     if cfg.get("state", "backend") == "redis":
         from distillguard.serve.redis_store import RedisStore
 
-        return RedisStore(cfg.get("state", "redis_url"), cfg.get("state", "redis_prefix"))
+        return RedisStore(
+            cfg.get("state", "redis_url"),
+            cfg.get("state", "redis_prefix"),
+            int(cfg.get("state", "retention_hours")),
+        )
     return SqliteStore(cfg.state_path, cfg.get("state", "synchronous"))
 
 
