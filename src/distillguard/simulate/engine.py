@@ -1,8 +1,7 @@
 """Run a scenario: accounts first (small), then events chunk by chunk, streamed to Parquet.
 
 Output layout (DIR):
-  events.parquet    contract.EVENTS; one row group per chunk. Each chunk mixes accounts of every
-                    persona and is sorted by timestamp; the file as a whole is not globally sorted.
+  events.parquet    contract.EVENTS, sorted by timestamp (then request_id), 250k-row groups.
   accounts.parquet  contract.ACCOUNTS (sorted by account_id, so row order reveals nothing)
   labels.parquet    contract.LABELS (ground truth)
   releases.parquet  contract.RELEASES
@@ -13,6 +12,7 @@ Output layout (DIR):
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +37,60 @@ from distillguard.simulate.events import Segment, generate_events
 from distillguard.simulate.scenario import Scenario, load_scenario
 
 CHUNK_EVENTS = 200_000
+BUCKET_EVENTS = 500_000  # events per time bucket sorted in memory at the end
+ROW_GROUP = 250_000
+SPILL_OPTS = pa.ipc.IpcWriteOptions(compression="lz4")
 PARQUET_OPTS = {"compression": "zstd", "compression_level": 1}
+
+
+class TimeBuckets:
+    """Spill events into time buckets, then write them out in global timestamp order.
+
+    Chunks are generated account by account, so their rows span the whole window. Each chunk is
+    split into ~1M-event time buckets on disk; the final file is written bucket by bucket, each
+    sorted in memory (one bucket at a time keeps memory flat at any scale).
+    """
+
+    def __init__(self, root: Path, start_ms: int, span_ms: int, total_events: int) -> None:
+        self.root = root
+        self.start_ms = start_ms
+        self.n = max(1, min(4096, -(-total_events // BUCKET_EVENTS)))
+        self.width = max(1, -(-span_ms // self.n))
+        self.writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, table: pa.Table) -> None:
+        ts = table["timestamp"].cast(pa.int64()).to_numpy()
+        bucket = np.clip((ts - self.start_ms) // self.width, 0, self.n - 1)
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(self.n + 1))
+        for b in range(self.n):
+            lo, hi = bounds[b], bounds[b + 1]
+            if hi > lo:
+                if b not in self.writers:
+                    self.writers[b] = pa.ipc.new_file(
+                        str(self.root / f"b{b:05d}.arrow"), contract.EVENTS, options=SPILL_OPTS
+                    )
+                self.writers[b].write_table(table.take(pa.array(order[lo:hi])))
+
+    def merge_sorted(self, path: Path) -> None:
+        for w in self.writers.values():
+            w.close()
+        with pq.ParquetWriter(path, contract.EVENTS, **PARQUET_OPTS) as out:
+            for b in sorted(self.writers):
+                spill = self.root / f"b{b:05d}.arrow"
+                with pa.memory_map(str(spill)) as src:
+                    part = pa.ipc.open_file(src).read_all()
+                keys = [("timestamp", "ascending"), ("request_id", "ascending")]
+                out.write_table(part.take(pc.sort_indices(part, keys)), row_group_size=ROW_GROUP)
+                del part
+                spill.unlink()
+        self.writers = {}
+
+    def cleanup(self) -> None:
+        for w in self.writers.values():
+            w.close()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass
@@ -138,7 +191,8 @@ def simulate(
     total = int(sum(int(p.n_events.sum()) for p in personas))
     done = 0
     req_salt = (seed * 0x5851F42D4C957F2D + 0x14057B7EF767814F) & (2**64 - 1)
-    with pq.ParquetWriter(out / "events.parquet", contract.EVENTS, **PARQUET_OPTS) as writer:
+    buckets = TimeBuckets(out / ".buckets", sc.start_ms, int(sc.days * DAY_MS), total)
+    try:
         for ci, chunk in enumerate(chunks):
             parts = []
             for pi in sorted(chunk):
@@ -149,11 +203,12 @@ def simulate(
                     )
                 )
                 done += int(seg.n.sum())
-            table = pa.concat_tables(parts)
-            table = table.take(pc.sort_indices(table, [("timestamp", "ascending")]))
-            writer.write_table(table, row_group_size=len(table))
+            buckets.add(pa.concat_tables(parts))
             if progress:
                 progress(done, total)
+        buckets.merge_sorted(out / "events.parquet")
+    finally:
+        buckets.cleanup()
     _write_truth(out, sc, personas, seed, scale)
     result = SimResult(out, sc.name, seed, scale, n_accounts, total, time.perf_counter() - started)
     result.personas = {
