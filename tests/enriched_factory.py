@@ -64,6 +64,7 @@ def enriched(
             "tpl_prefix": tpl.astype(np.int64),
             "tpl_suffix": tpl.astype(np.int64),
             "tpl_bands": pa.array([[int(t) ^ 0x5BD1E995] for t in tpl], pa.list_(pa.int64())),
+            "sent_ids": pa.array([[int(t) ^ 0x1F2E3D] for t in tpl], pa.list_(pa.int64())),
             "sys_id": pa.array([sys_id] * n, pa.int64()),
             "cap_mask": pa.array([1] * n, pa.int32()),
             "capability": ["coding"] * n,

@@ -13,7 +13,10 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-MERGE_WEIGHT = 3.0  # total link weight between two flagged clusters that makes them one
+# Two flagged clusters are one campaign when the strong links between them carry at least this
+# share of the weaker cluster's internal link weight: Leiden cut a piece off one operation.
+MERGE_SHARE = 0.1
+STRONG_EDGE = 0.5
 MIN_CAMPAIGN_ACCOUNTS = 2
 
 
@@ -42,12 +45,18 @@ def _merge_linked_clusters(clusters: np.ndarray, accounts: pa.Table, edges: pa.T
     of = dict(zip(accounts["account_id"].to_pylist(), accounts["cluster"].to_pylist(), strict=True))
     ca = np.array([pos.get(of[x], -1) for x in edges["a"].to_pylist()], dtype=np.int64)
     cb = np.array([pos.get(of[x], -1) for x in edges["b"].to_pylist()], dtype=np.int64)
-    keep = (ca >= 0) & (cb >= 0) & (ca != cb)
-    w = edges["weight"].to_numpy()[keep]
+    w = edges["weight"].to_numpy()
     n = len(clusters)
-    between = coo_matrix((w, (ca[keep], cb[keep])), shape=(n, n)).tocsr()
-    between = between + between.T
-    strong = between >= MERGE_WEIGHT
+    known = (ca >= 0) & (cb >= 0)
+    internal = np.bincount(ca[known & (ca == cb)], weights=w[known & (ca == cb)], minlength=n)
+    keep = known & (ca != cb) & (w >= STRONG_EDGE)
+    between = coo_matrix((w[keep], (ca[keep], cb[keep])), shape=(n, n)).tocsr()
+    between = (between + between.T).tocoo()
+    weaker = np.minimum(internal[between.row], internal[between.col])
+    joined = between.data >= MERGE_SHARE * np.maximum(weaker, 1e-9)
+    strong = coo_matrix(
+        (np.ones(joined.sum()), (between.row[joined], between.col[joined])), shape=(n, n)
+    )
     _, labels = connected_components(strong, directed=False)
     return labels
 

@@ -129,6 +129,8 @@ def network(e: ir.Table) -> ir.Table:
         subnets=e.subnet.nunique(),
         asns=e.asn.nunique(),
         anon_share=_share(e.ip_kind.isin(ANONYMOUS_KINDS)),
+        proxy_share=_share(e.ip_kind.isin(("proxy", "tor"))),
+        vpn_share=_share(e.ip_kind == "vpn"),
         hosted_share=_share(e.ip_kind.isin(HOSTED_KINDS)),
         residential_share=_share(e.ip_kind.isin(("residential", "mobile"))),
         # Home-line addresses change rarely; one per request means a rotating proxy pool.

@@ -21,6 +21,7 @@ VIEW_WEIGHTS: dict[str, float] = {
     "subnet": 0.5,
     "template": 1.0,
     "wrapper": 0.5,
+    "sentence": 1.0,
     "system": 1.0,
     "sync": 1.0,
     "payment": 2.0,
@@ -30,7 +31,7 @@ VIEW_WEIGHTS: dict[str, float] = {
 VIEWS = tuple(VIEW_WEIGHTS)
 NETWORK_VIEWS = ("ip", "subnet")
 # Views whose weight is the overlap of two accounts' traffic (histogram intersection).
-OVERLAP_VIEWS = ("template", "wrapper", "system", "sync")
+OVERLAP_VIEWS = ("template", "wrapper", "sentence", "system", "sync")
 ACCOUNT_VIEWS = ("payment", "device", "signup")
 
 
@@ -59,11 +60,13 @@ def request_evidence(e: ir.Table) -> ir.Table:
     bands count as one template, not as many independent coincidences.
     """
     bands = e.filter(e.tpl_bands.notnull()).select("account_id", band=e.tpl_bands.unnest())
+    sents = e.filter(e.sent_ids.notnull()).select("account_id", sent=e.sent_ids.unnest())
     rows = ibis.union(
         _rows(e, "ip", e.client_ip + "@" + _s(e.day)),
         _rows(e, "subnet", e.subnet + "@" + _s(e.day)),
         _rows(e, "template", _s(e.tpl_id)),
         _rows(bands, "wrapper", _s(bands.band)),
+        _rows(sents, "sentence", _s(sents.sent)),
         _rows(e, "system", _s(e.sys_id).fill_null("none")),
         _rows(e, "sync", _s(e.tpl_prefix) + "@" + _s(e.ts_ms // SYNC_WINDOW_MS)),
         distinct=False,

@@ -32,6 +32,7 @@ from distillguard.ingest.ipintel import is_disposable_domain
 from distillguard.links.evidence import evidence
 from distillguard.links.graph import account_order
 from distillguard.links.graph import edges as link_edges
+from distillguard.links.twins import twin_edges, with_twins
 from distillguard.pipeline.enrich import attach_ip_info, enrich_events
 from distillguard.scoring.risk import DEFAULT_THRESHOLD, score
 
@@ -158,7 +159,7 @@ def run_detect(cfg: DetectConfig, progress: Progress | None = None) -> DetectRes
         order = be.create_table("account_order", account_order(fp["account_id"]))
         ev = evidence(e, acc)
         ev = ev.semi_join(order, "account_id")
-        graph = link_edges(ev, order, fp.num_rows).to_pyarrow()
+        graph = with_twins(link_edges(ev, order, fp.num_rows).to_pyarrow(), twin_edges(fp))
         pq.write_table(graph, work / "edges.parquet")
 
     with t.stage("clusters"):

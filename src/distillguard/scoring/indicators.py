@@ -63,7 +63,9 @@ ACCOUNT_INDICATORS: tuple[Indicator, ...] = (
     Indicator(
         "extraction_asks",
         0.55,
-        lambda c: ramp(_extraction_share(c), 0.10, 0.45),
+        # Hidden-reasoning elicitation, reward-model grading and censorship-safe rewrites are
+        # rare in customer traffic: even a tenth of an account's requests is unusual.
+        lambda c: ramp(_extraction_share(c), 0.03, 0.3),
         _extraction_reason,
     ),
     Indicator(
@@ -76,32 +78,39 @@ ACCOUNT_INDICATORS: tuple[Indicator, ...] = (
         ),
     ),
     Indicator(
-        "anonymising_network",
+        "proxy_network",
         0.35,
-        lambda c: ramp(_has(c, "anon_share"), 0.5, 0.9),
-        lambda c, i: f"{_pct(c['anon_share'][i])} of requests via proxy, VPN or Tor",
+        lambda c: ramp(_has(c, "proxy_share"), 0.05, 0.5),
+        lambda c, i: f"{_pct(c['proxy_share'][i])} of requests via known proxy or Tor exits",
+    ),
+    Indicator(
+        # Commercial VPNs are mostly privacy-minded people: weak on its own.
+        "vpn",
+        0.1,
+        lambda c: ramp(_has(c, "vpn_share"), 0.5, 0.9),
+        lambda c, i: f"{_pct(c['vpn_share'][i])} of requests via commercial VPN exits",
     ),
     Indicator(
         "template_reuse",
-        0.25,
+        0.15,
         lambda c: ramp(_has(c, "top_template_share"), 0.3, 0.8) * (_has(c, "requests") >= 20),
         lambda c, i: f"{_pct(c['top_template_share'][i])} of requests use one prompt template",
     ),
     Indicator(
         "one_shot",
-        0.15,
+        0.1,
         lambda c: (1 - ramp(_has(c, "followup_share"), 0.02, 0.2)) * (_has(c, "requests") >= 50),
         lambda c, i: f"{_pct(1 - c['followup_share'][i])} of requests are single-turn",
     ),
     Indicator(
         "round_the_clock",
-        0.15,
+        0.1,
         lambda c: ramp(_has(c, "hour_entropy"), 4.1, 4.45) * (_has(c, "requests") >= 100),
         lambda c, i: f"active round the clock (hour entropy {c['hour_entropy'][i]:.2f} bits)",
     ),
     Indicator(
         "fresh_account",
-        0.2,
+        0.1,
         lambda c: 1 - ramp(np.nan_to_num(c["age_days"].astype(float), nan=999.0), 3.0, 30.0),
         lambda c, i: f"account {c['age_days'][i]:.0f} days old at its first request",
     ),
@@ -113,7 +122,7 @@ ACCOUNT_INDICATORS: tuple[Indicator, ...] = (
     ),
     Indicator(
         "fast_adoption",
-        0.2,
+        0.1,
         lambda c: 1 - ramp(np.nan_to_num(c["adopt_lag_h"].astype(float), nan=1e9), 24.0, 96.0),
         lambda c, i: f"used a newly released model {c['adopt_lag_h'][i]:.0f} h after release",
     ),
@@ -124,7 +133,19 @@ CLUSTER_INDICATORS: tuple[Indicator, ...] = (
     Indicator(
         "hydra",
         0.5,
-        lambda c: ramp(_has(c, "size"), 2.0, 8.0),
+        # Strangers behind one VPN exit or NAT are a network community, not a hydra: size
+        # counts only when members also share templates, timing or identity.
+        lambda c: (
+            ramp(_has(c, "size"), 2.0, 8.0)
+            * np.maximum.reduce(
+                [
+                    _has(c, "content_linked"),
+                    _has(c, "sync_linked"),
+                    _has(c, "identity_linked"),
+                    _has(c, "twin_linked"),
+                ]
+            )
+        ),
         lambda c, i: f"one of {int(c['size'][i])} linked accounts",
     ),
     Indicator(
@@ -156,6 +177,12 @@ CLUSTER_INDICATORS: tuple[Indicator, ...] = (
         0.4,
         lambda c: ramp(_has(c, "identity_linked"), 0.2, 0.6),
         lambda c, i: "shares payment or device fingerprints with linked accounts",
+    ),
+    Indicator(
+        "behavioural_twins",
+        0.35,
+        lambda c: ramp(_has(c, "twin_linked"), 0.3, 0.8) * (_has(c, "size") >= 3),
+        lambda c, i: "behaves near-identically to linked accounts (capability mix, asks, timing)",
     ),
     Indicator(
         "batch_signup",

@@ -49,13 +49,21 @@ def _columns(table: pa.Table) -> Columns:
 
 # Minimum per-view link weight for a partner to count as linked by that kind of evidence:
 # 0.2 = the two accounts share a fifth of their template use, or a rare address, etc.
-LINK_MIN = {"content": 0.2, "network": 0.2, "sync": 0.1, "identity": 0.5, "signup": 0.5}
+LINK_MIN = {
+    "content": 0.2,
+    "network": 0.2,
+    "sync": 0.1,
+    "identity": 0.5,
+    "signup": 0.5,
+    "twin": 0.3,
+}
 LINK_VIEWS = {
-    "content": ("w_template", "w_wrapper"),
+    "content": ("w_template", "w_wrapper", "w_sentence"),
     "network": ("w_ip", "w_subnet"),
     "sync": ("w_sync",),
     "identity": ("w_payment", "w_device"),
     "signup": ("w_signup",),
+    "twin": ("w_twin",),
 }
 
 
@@ -76,8 +84,12 @@ def _internal_partner_counts(
             b[has], minlength=len(ids)
         )
     # Template overlap of the pair: exact templates, or paraphrase bands for reworded ones.
-    overlap = np.maximum(
-        edges["w_template"].to_numpy(), edges["w_wrapper"].to_numpy() / VIEW_WEIGHTS["wrapper"]
+    overlap = np.maximum.reduce(
+        [
+            edges["w_template"].to_numpy(),
+            edges["w_wrapper"].to_numpy() / VIEW_WEIGHTS["wrapper"],
+            edges["w_sentence"].to_numpy() / VIEW_WEIGHTS["sentence"],
+        ]
     )
     best = np.zeros(len(ids))
     np.maximum.at(best, a[internal], overlap[internal])
@@ -105,6 +117,7 @@ def _cluster_evidence(cl: np.ndarray, partners: dict[str, np.ndarray]) -> Column
         "sync_linked": linked_share("sync"),
         "identity_linked": linked_share("identity"),
         "signup_linked": linked_share("signup"),
+        "twin_linked": linked_share("twin"),
         "content_overlap": mean_of(partners["content_overlap"]),
         "content_partners": mean_of(partners["content"]),
         "network_partners": mean_of(partners["network"]),
