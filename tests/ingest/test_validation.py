@@ -200,3 +200,24 @@ def test_every_record_is_accounted_for_exactly_once(
         records[i].get("request_id") for i in range(len(records)) if i not in rejected_rows
     }
     assert set(ids) == valid_ids
+
+
+def test_ip_intel_duplicates_are_found_on_the_normalised_network(tmp_path: Path) -> None:
+    rows = [
+        {"cidr": "10.1.2.3/8", "asn": "1", "as_org": "A", "kind": "datacenter"},
+        {"cidr": "10.0.0.0/8", "asn": "2", "as_org": "B", "kind": "vpn"},
+    ]
+    table, counts = read_section("ip_intel", [write_csv(tmp_path / "i.csv", rows)])
+    assert (counts.accepted, counts.duplicate) == (1, 1)
+    assert table["as_org"].to_pylist() == ["A"]
+
+
+def test_second_ingest_into_the_same_directory_leaves_no_stale_sections(tmp_path: Path) -> None:
+    from distillguard.ingest import run_ingest
+
+    events = write_jsonl(tmp_path / "e.jsonl", [event(1)])
+    accounts = write_jsonl(tmp_path / "a.jsonl", [account(1)])
+    run_ingest([events], [accounts], out=tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "accounts.parquet").exists()
+    run_ingest([events], out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "accounts.parquet").exists()

@@ -457,6 +457,8 @@ def run_ingest(
     work = Path(tempfile.mkdtemp(prefix=".ingest-tmp-", dir=out))
     rejects = out / "rejects.jsonl"
     rejects.write_text("")
+    for name in ("accounts", "releases", "ip_intel"):  # no stale outputs from an earlier run
+        (out / get_section(name).output_name).unlink(missing_ok=True)
     sections: dict[str, SectionCounts] = {}
     timings: dict[str, float] = {}
     adapter: dict[str, object] = {}
