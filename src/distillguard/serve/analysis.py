@@ -22,21 +22,7 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
-from distillguard.campaigns import build as cb
-from distillguard.campaigns.assemble import assign_campaigns
-from distillguard.clusters.leiden import communities
-from distillguard.engines.duckdb import ibis_backend
-from distillguard.fingerprints.account import account_fingerprints
-from distillguard.links.evidence import evidence
-from distillguard.links.graph import account_order
-from distillguard.links.graph import edges as link_edges
 from distillguard.scoring.indicators import CLUSTER_INDICATORS, noisy_or
-
-try:  # the behavioural-twin view, when the batch pipeline has it (it joins `detect`'s graph)
-    from distillguard.links.twins import twin_edges, with_twins
-except ImportError:  # pragma: no cover - older pipeline without it
-    twin_edges = with_twins = None
-from distillguard.scoring.risk import score
 from distillguard.serve.decide import REASON_FLOOR, ClusterVerdict
 from distillguard.serve.features import MS_PER_HOUR, from_ipc
 from distillguard.serve.store import Store
@@ -130,6 +116,8 @@ def _ranked(long: pa.Table, key: str, value: str, floor: float | None = None) ->
 
 
 def _campaign_rows(e, assignment) -> list[dict[str, Any]]:
+    from distillguard.campaigns import build as cb
+
     totals = cb.campaign_totals(e, assignment).to_pyarrow().sort_by("campaign_id")
     caps = _ranked(
         cb.capability_shares(e, assignment).to_pyarrow(),
@@ -160,6 +148,22 @@ def _campaign_rows(e, assignment) -> list[dict[str, Any]]:
 
 def analyse(enriched: pa.Table, flag_threshold: float, at_ms: int) -> AnalysisResult:
     """The batch stages over `enriched`; campaign ids are this run's (`campaign-01`, ...)."""
+    # Imported here: ibis, igraph and scikit-learn take seconds to import, and the request
+    # path never needs them, so the service starts answering before the first analysis.
+    from distillguard.campaigns.assemble import assign_campaigns
+    from distillguard.clusters.leiden import communities
+    from distillguard.engines.duckdb import ibis_backend
+    from distillguard.fingerprints.account import account_fingerprints
+    from distillguard.links.evidence import evidence
+    from distillguard.links.graph import account_order
+    from distillguard.links.graph import edges as link_edges
+    from distillguard.scoring.risk import score
+
+    try:  # the behavioural-twin view, when the batch pipeline has it (as in `detect`)
+        from distillguard.links.twins import twin_edges, with_twins
+    except ImportError:  # pragma: no cover - older pipeline without it
+        twin_edges = with_twins = None
+
     start = time.perf_counter()
     con = duckdb.connect()
     try:

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.fingerprints.account import ANONYMOUS_KINDS, HOSTED_KINDS
 from distillguard.pipeline.enrich import CARRIED, ip_info
 from distillguard.serve.store import EVENT_METRICS, METRICS, SIGNAL_METRICS, Windows
 
@@ -22,6 +21,9 @@ MS_PER_HOUR = 3_600_000
 EXTRACTION_FLAGS = ("cot", "rubric", "censor", "train_shaped")
 # As in fingerprints.account.network: proxy/Tor exits, commercial VPNs, and the "home-line"
 # addresses whose rotation means a proxy pool (VPN, Tor and hosting exits excluded).
+# (Copied, not imported: fingerprints.account pulls in ibis, seconds of start-up time.)
+ANONYMOUS_KINDS = ("vpn", "proxy", "tor")
+HOSTED_KINDS = ("datacenter",)
 PROXY_KINDS = ("proxy", "tor")
 NOT_HOME_KINDS = ("datacenter", "vpn", "tor")
 TEXT_FIELDS = ("system", "prompt", "response")
