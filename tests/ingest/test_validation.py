@@ -221,3 +221,14 @@ def test_second_ingest_into_the_same_directory_leaves_no_stale_sections(tmp_path
     assert (tmp_path / "out" / "accounts.parquet").exists()
     run_ingest([events], out=tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "accounts.parquet").exists()
+
+
+def test_reason_after_an_ipv6_address_is_the_first_broken_rule(tmp_path: Path) -> None:
+    records = [
+        event(1, client_ip="2001:db8::5", output_tokens=-1),  # valid IPv6: tokens are the reason
+        event(2, client_ip="2001:db8::zz", output_tokens=-1),  # bad IP comes first
+        event(3, client_ip="fe80::1%eth0"),
+    ]
+    table, counts = read_section("events", [write_jsonl(tmp_path / "e.jsonl", records)])
+    assert counts.by_field == {"negative_tokens:output_tokens": 1, "bad_ip:client_ip": 1}
+    assert table["client_ip"].to_pylist() == ["fe80::1%eth0"]

@@ -167,7 +167,8 @@ class _Run:
             k = "coalesce(m.norm, k)" if address.name == self.section.key else "k"
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _keys AS SELECT _fid, _ord, {k} AS k, "
-                "CASE WHEN _addr IS NULL OR m.norm IS NOT NULL THEN _why_ok ELSE _why END AS _why "
+                "CASE WHEN _addr IS NOT NULL AND m.norm IS NOT NULL THEN _why_ok ELSE _why END "
+                "AS _why "
                 "FROM _keys LEFT JOIN _addrmap m ON m.raw = _keys._addr"
             )
         per_file = dict(

@@ -303,6 +303,8 @@ def validated_select(
     extra.append(f"{_reason_case(section, value_of)} AS _why")
     if deferred and address is not None:
         v, t = (f"u.{sql_ident(address.name + s)}" for s in ("__v", "__t"))
-        extra.append(f"{_reason_case(section, {**value_of, address.name: t})} AS _why_ok")
+        # Only rows with such an address need the second reason (most addresses are IPv4).
+        ok = _reason_case(section, {**value_of, address.name: t})
+        extra.append(f"CASE WHEN {v} IS NULL AND {t} IS NOT NULL THEN {ok} END AS _why_ok")
         extra.append(f"CASE WHEN {v} IS NULL THEN {t} END AS _addr")
     return f"SELECT {', '.join(outputs + extra)} FROM ({union_sql}) u {' '.join(joins)}"
