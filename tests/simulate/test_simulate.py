@@ -69,6 +69,8 @@ def test_every_scenario_generates_valid_events(name: str, tmp_path: Path) -> Non
             assert pc.min(events[f.name]).as_py() >= 0, f.name
     assert set(pc.unique(events["status"]).to_pylist()) <= set(contract.STATUSES)
     assert pc.count_distinct(events["request_id"]).as_py() == events.num_rows
+    ts = events["timestamp"].cast("int64").to_numpy()
+    assert (ts[1:] >= ts[:-1]).all(), "events.parquet is in time order"
     for ip in pc.unique(events["client_ip"]).to_pylist()[:2000]:
         ipaddress.ip_address(ip)
     for fname, schema in (

@@ -382,6 +382,47 @@ def _active_windows(
     return start.astype(np.int64), (start + length).astype(np.int64)
 
 
+def _organic_signups(
+    p: Persona,
+    sc: Scenario,
+    rng: np.random.Generator,
+    start: np.ndarray,
+    end: np.ndarray,
+    org_of: np.ndarray,
+    n_orgs: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sign-up times of real customers, and their activity windows adjusted to match.
+
+    Accounts are mostly months to years old; `new_account_share` of them sign up during the
+    window and start using the API within minutes to two days. Organisations onboard in waves:
+    most members of an org register within a few days of each other (a benign batch sign-up).
+    """
+    n = len(start)
+    age = np.minimum(rng.exponential(300.0, n), 1000.0) + rng.random(n) * 2
+    created = sc.start_ms - age * DAY_MS
+    if p.accounts_per_org > 1:
+        org_age = np.minimum(rng.exponential(300.0, n_orgs), 1000.0) + 3
+        wave = rng.random(n) < 0.7
+        onboard = sc.start_ms - org_age[org_of] * DAY_MS + rng.uniform(0, 3, n) * DAY_MS
+        created = np.where(
+            wave, onboard, np.maximum(created, sc.start_ms - org_age[org_of] * DAY_MS)
+        )
+    new = rng.random(n) < p.new_account_share
+    span = sc.days * DAY_MS
+    signup = sc.start_ms + rng.random(n) * span * 0.9
+    first_use = signup + rng.uniform(0.1, 48.0, n) * HOUR_MS
+    window_end = sc.start_ms + span
+    length = end - start
+    new_start = np.minimum(first_use, window_end - HOUR_MS)
+    new_end = np.minimum(new_start + length, window_end)
+    created = np.where(new, signup, created).astype(np.int64)
+    return (
+        created,
+        np.where(new, new_start, start).astype(np.int64),
+        np.where(new, new_end, end).astype(np.int64),
+    )
+
+
 def _created_at(p: Persona, rng: np.random.Generator, active_start: np.ndarray) -> np.ndarray:
     n = len(active_start)
     if p.signup == "organic":
@@ -393,7 +434,8 @@ def _created_at(p: Persona, rng: np.random.Generator, active_start: np.ndarray) 
     # batch: accounts are registered in bursts of tens, hours apart, days before they are used
     order = np.argsort(active_start, kind="stable")
     group = np.zeros(n, np.int64)
-    group[order] = np.arange(n) // max(1, int(rng.integers(20, 120)))
+    sizes = rng.integers(8, 120, n // 8 + 1)  # batch sizes vary from one sign-up run to the next
+    group[order] = np.searchsorted(np.cumsum(sizes), np.arange(n), side="right")
     n_groups = int(group.max()) + 1
     first_use = np.full(n_groups, np.iinfo(np.int64).max)
     np.minimum.at(first_use, group, active_start)
@@ -476,7 +518,11 @@ def build_persona_accounts(
 
     ids = scramble(rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64), account_salt)
     account_id = hex_ids("acct_", ids, 12)
-    created = np.minimum(_created_at(p, rng, start), start - HOUR_MS)
+    if p.signup == "organic":
+        created, start, end = _organic_signups(p, sc, rng, start, end, org_of, n_orgs)
+    else:
+        created = _created_at(p, rng, start)
+    created = np.minimum(created, start - 10 * 60_000)
 
     ip_off, ip_cnt, signup_ip = _networks(
         p, sc, rng, n, org_of, n_orgs, countries, pools, proxy_flags, scale, index

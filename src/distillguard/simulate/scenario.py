@@ -62,6 +62,7 @@ class Persona:
     tiers: dict[str, float] = field(default_factory=lambda: {"free": 0.6, "pro": 0.4})
     email: str = "consumer"
     signup: str = "organic"
+    new_account_share: float = 0.08  # organic: accounts that sign up during the window
     accounts_per_org: float = 1.0  # >1: accounts grouped into organisations (shared org_id)
     shared_payment: float = 0.0  # share of accounts paying with an org/pool card
     device_reuse: float = 0.0  # share of accounts reusing a device fingerprint of the pool
