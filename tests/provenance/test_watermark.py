@@ -13,6 +13,7 @@ from distillguard.provenance.watermark import (
     GreenList,
     WatermarkConfig,
     WatermarkProcessor,
+    detect_ids,
     detect_keys,
     detect_text,
 )
@@ -149,3 +150,29 @@ def test_key_file_round_trip(tmp_path) -> None:
         load_key(tmp_path / "bad.json")
     with pytest.raises(UserError):
         WatermarkConfig(gamma=1.5)
+
+
+def test_hf_generate_with_tiny_random_model_is_detected() -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=64, n_embd=16, n_layer=1, n_head=2
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()  # random weights: nothing downloaded
+    key = WatermarkKey.from_seed(11)
+    proc = WatermarkProcessor(key, CFG, VOCAB)
+    prompts = torch.randint(0, VOCAB, (8, 2))
+    kwargs = {
+        "do_sample": True,
+        "max_new_tokens": 40,
+        "min_new_tokens": 40,
+        "top_k": 0,
+        "pad_token_id": 0,
+    }
+    marked = model.generate(
+        prompts, logits_processor=transformers.LogitsProcessorList([proc.hf_processor()]), **kwargs
+    )
+    plain = model.generate(prompts, **kwargs)
+    assert detect_ids(marked.tolist(), proc.token_keys, key, CFG).p_value < 1e-10
+    assert detect_ids(plain.tolist(), proc.token_keys, key, CFG).p_value > 1e-3
