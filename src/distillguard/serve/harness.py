@@ -29,6 +29,7 @@ def write_config(path: Path, port: int, write_token: str, read_token: str, **ext
         section, key = dotted.split(".", 1)
         sections.setdefault(section, []).append(f"{key} = {value}")
     text = "\n".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 
