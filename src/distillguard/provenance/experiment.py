@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import kstest
 
+from distillguard.errors import UserError
 from distillguard.provenance.corpus import synthetic_corpus
 from distillguard.provenance.keys import WatermarkKey
 from distillguard.provenance.radioactivity import (
@@ -33,6 +34,7 @@ from distillguard.provenance.radioactivity import (
 from distillguard.provenance.tinylm import (
     TinyLM,
     TinyLMConfig,
+    load_model,
     logits_fn,
     sample,
     save_model,
@@ -60,6 +62,8 @@ class ExperimentConfig:
     threads: int = 1
     null_keys: int = 60
     save_dir: str | None = None  # keep the trained models (TinyLM files) for later tests
+    teacher_path: str | None = None  # reuse a saved teacher (its corpus settings must match)
+    student_d_model: int | None = None  # default: same as the teacher
 
 
 @dataclass
@@ -114,9 +118,18 @@ def run_experiment(
     lm_cfg = TinyLMConfig(len(vocab), cfg.d_model, cfg.n_layers, max_len=64, arch=cfg.arch)
 
     torch.manual_seed(cfg.seed)
-    teacher = TinyLM(lm_cfg)
-    losses = train_lm(
-        teacher, train_ids, vocab.pad_id, cfg.teacher_epochs, lr=cfg.lr, seed=cfg.seed
+    if cfg.teacher_path:
+        teacher, saved_vocab = load_model(Path(cfg.teacher_path))
+        if saved_vocab.itos != vocab.itos:
+            raise UserError(f"{cfg.teacher_path} was trained on a different corpus vocabulary")
+        losses = [float("nan")]
+    else:
+        teacher = TinyLM(lm_cfg)
+        losses = train_lm(
+            teacher, train_ids, vocab.pad_id, cfg.teacher_epochs, lr=cfg.lr, seed=cfg.seed
+        )
+    student_cfg = TinyLMConfig(
+        len(vocab), cfg.student_d_model or cfg.d_model, cfg.n_layers, max_len=64, arch=cfg.arch
     )
     clock["teacher"] = time.perf_counter() - t0
     if cfg.save_dir:
@@ -142,7 +155,7 @@ def run_experiment(
         t2 = time.perf_counter()
         data = _student_mix(wm, plain, cfg.student_docs, fraction, cfg.seed + 10 + i)
         torch.manual_seed(cfg.seed + 100 + i)
-        student = TinyLM(lm_cfg)
+        student = TinyLM(student_cfg)
         losses = train_lm(
             student, data, vocab.pad_id, cfg.student_epochs, lr=cfg.lr, seed=cfg.seed + 100 + i
         )
