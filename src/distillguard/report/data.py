@@ -18,6 +18,7 @@ from distillguard.report.rundir import ANONYMOUS_KINDS, EDGE_VIEWS, RunDir, sql_
 MS_PER_DAY = 86_400_000
 MAX_CAMPAIGN_SECTIONS = 25  # campaigns beyond this are in the headline table only
 MAX_PROMPTS = 5
+GRAPH_LINKS_PER_NODE = 4  # links drawn per account in the campaign graph
 PROMPT_CHARS = 600
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
@@ -215,16 +216,24 @@ def reason_counts(run: RunDir, campaign_id: str | None, limit: int = 8) -> list[
     where = f"campaign_id = {sql_str(campaign_id)}" if campaign_id else "flagged"
     rows = run.rows(f"SELECT reasons FROM {run.scores_view} WHERE {where}")
     counts: Counter[str] = Counter()
+    rank_sum: Counter[str] = Counter()
     example: dict[str, str] = {}
     for r in rows:  # one row per account of one campaign: small
-        for reason in set(r["reasons"] or []):
+        seen: set[str] = set()
+        for rank, reason in enumerate(r["reasons"] or []):
             kind = reason_kind(reason)
+            if kind in seen:
+                continue
+            seen.add(kind)
             counts[kind] += 1
+            rank_sum[kind] += rank
             example.setdefault(kind, reason)
     total = len(rows) or 1
+    # Most common first; among equally common, the one ranked stronger in the accounts' lists.
+    top = sorted(counts, key=lambda k: (-counts[k], rank_sum[k] / counts[k], k))[:limit]
     return [
-        {"kind": k, "example": example[k], "accounts": n, "share": n / total}
-        for k, n in counts.most_common(limit)
+        {"kind": k, "example": example[k], "accounts": counts[k], "share": counts[k] / total}
+        for k in top
     ]
 
 
@@ -269,8 +278,12 @@ def signup_tiers(run: RunDir, campaign_id: str) -> list[dict[str, Any]]:
     )
 
 
-def graph(run: RunDir, campaign_id: str, max_nodes: int) -> tuple[list[dict], list[dict]]:
-    """Nodes (the campaign's accounts, busiest first, at most `max_nodes`) and their edges."""
+def graph(
+    run: RunDir, campaign_id: str, max_nodes: int, per_node: int = GRAPH_LINKS_PER_NODE
+) -> tuple[list[dict], list[dict], int]:
+    """Nodes (the campaign's accounts, busiest first, at most `max_nodes`), the edges drawn
+    (each node's `per_node` strongest links: a readable backbone of a dense hydra), and the
+    number of links among the nodes."""
     fp = "fingerprints" if run.has("fingerprints", "account_id", "requests") else None
     requests = "coalesce(f.requests, 0)" if fp else "0"
     join = "LEFT JOIN fingerprints f USING (account_id)" if fp else ""
@@ -280,16 +293,23 @@ def graph(run: RunDir, campaign_id: str, max_nodes: int) -> tuple[list[dict], li
         f"ORDER BY requests DESC, s.risk DESC, s.account_id LIMIT {int(max_nodes)}"
     )
     if not nodes or not run.has("edges", "a", "b"):
-        return nodes, []
+        return nodes, [], 0
     ids = ", ".join(sql_str(n["account_id"]) for n in nodes)
     views = [v for v in EDGE_VIEWS if run.has("edges", v)]
     weight = run.column_or("edges", "weight", "1.0")
     extra = "".join(f", {v}" for v in views)
+    inner = f"SELECT a, b, {weight} AS weight{extra} FROM edges WHERE a IN ({ids}) AND b IN ({ids})"
+    total = run.rows(f"SELECT count(*) AS n FROM ({inner})")[0]["n"]
     edges = run.rows(
-        f"SELECT a, b, {weight} AS weight{extra} FROM edges "
-        f"WHERE a IN ({ids}) AND b IN ({ids}) ORDER BY weight DESC LIMIT 3000"
+        f"WITH e AS ({inner}), ends AS (SELECT a AS node, a, b, weight FROM e "
+        f"UNION ALL SELECT b AS node, a, b, weight FROM e), "
+        f"ranked AS (SELECT a, b, row_number() OVER (PARTITION BY node "
+        f"ORDER BY weight DESC, a, b) AS k FROM ends) "
+        f"SELECT e.* FROM e SEMI JOIN (SELECT DISTINCT a, b FROM ranked WHERE k <= {per_node}) "
+        f"r USING (a, b) "
+        f"ORDER BY weight DESC, a, b"
     )
-    return nodes, edges
+    return nodes, edges, int(total)
 
 
 def accounts_table(run: RunDir, limit: int) -> tuple[list[dict[str, Any]], int]:

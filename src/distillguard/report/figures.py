@@ -154,7 +154,9 @@ def _edge_group(edge: dict[str, Any]) -> str:
     return best
 
 
-def graph_figure(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], total: int) -> go.Figure:
+def graph_figure(
+    nodes: list[dict[str, Any]], edges: list[dict[str, Any]], total: int, links: int | None = None
+) -> go.Figure:
     """The campaign's account graph: igraph Fruchterman-Reingold layout, coloured by evidence."""
     index = {n["account_id"]: i for i, n in enumerate(nodes)}
     g = ig.Graph(n=len(nodes), edges=[(index[e["a"]], index[e["b"]]) for e in edges])
@@ -181,7 +183,7 @@ def graph_figure(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], total
                 mode="lines",
                 name=name,
                 hoverinfo="skip",
-                line={"width": 0.8, "color": colour},
+                line={"width": 1.0, "color": colour},
                 opacity=0.55,
             )
     req = [float(n.get("requests") or 0) for n in nodes]
@@ -207,10 +209,16 @@ def graph_figure(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], total
         },
     )
     shown = f"{len(nodes)} of {total}" if total > len(nodes) else f"{len(nodes)}"
+    links = len(edges) if links is None else links
+    drawn = f"; the strongest {len(edges):,} are drawn" if links > len(edges) else ""
     return _layout(
         fig,
         420,
-        title={"text": f"Account graph ({shown} accounts, {len(edges)} links)", "x": 0},
+        title={
+            "text": f"Account graph<br><sup>{shown} accounts, {links:,} links{drawn}</sup>",
+            "x": 0,
+        },
+        margin={"l": 20, "r": 20, "t": 64, "b": 30},
         xaxis={"visible": False},
         yaxis={"visible": False, "scaleanchor": "x"},
     )

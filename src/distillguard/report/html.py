@@ -59,12 +59,12 @@ def _campaign_section(
     c.adaptation = data.adaptation_sentences(run, c.campaign_id)
     c.prompts = data.example_prompts(run, c.campaign_id, redact)
     c.tiers = data.signup_tiers(run, c.campaign_id)
-    nodes, edges = data.graph(run, c.campaign_id, MAX_GRAPH_NODES)
+    nodes, edges, links = data.graph(run, c.campaign_id, MAX_GRAPH_NODES)
     return {
         f"fig-{i}-daily": _figure_json(figures.daily_figure(c.daily, releases)),
         f"fig-{i}-caps": _figure_json(figures.capability_figure(c.cap_shares)),
         f"fig-{i}-net": _figure_json(figures.network_figure(c.kinds, c.top_asns)),
-        f"fig-{i}-graph": _figure_json(figures.graph_figure(nodes, edges, c.accounts)),
+        f"fig-{i}-graph": _figure_json(figures.graph_figure(nodes, edges, c.accounts, links)),
     }
 
 

@@ -2,7 +2,7 @@
   "use strict";
   var figs = JSON.parse(document.getElementById("dg-figures").textContent);
   var config = { displaylogo: false, responsive: true, showLink: false, showSendToCloud: false,
-                 modeBarButtonsToRemove: ["sendDataToCloud", "lasso2d", "select2d"] };
+                 displayModeBar: false };
   Object.keys(figs).forEach(function (id) {
     var el = document.getElementById(id);
     if (el && window.Plotly) { Plotly.newPlot(el, figs[id].data, figs[id].layout, config); }
