@@ -189,3 +189,19 @@ def test_accounts_exist_before_they_send_requests(seed_report_run: Path) -> None
     ).fetchall()
     late, total, incomplete = rows[0]
     assert total > 100 and late == 0 and incomplete == 0
+
+
+def test_home_users_never_come_from_datacenters_and_attackers_do(seed_report_run: Path) -> None:
+    from distillguard.simulate.network import in_hosting
+
+    rows = duckdb.sql(
+        f"SELECT persona, client_ip FROM read_parquet('{seed_report_run}/events.parquet') e "
+        f"JOIN read_parquet('{seed_report_run}/labels.parquet') l USING (account_id) "
+        "WHERE persona IN ('chat_user', 'corporate_nat', 'campaign_a')"
+    ).fetchall()
+    as_int = {p: [] for p in ("chat_user", "corporate_nat", "campaign_a")}
+    for persona, ip in rows:
+        as_int[persona].append(int(ipaddress.IPv4Address(ip)))
+    assert not in_hosting(np.array(as_int["chat_user"])).any()
+    assert not in_hosting(np.array(as_int["corporate_nat"])).any()
+    assert in_hosting(np.array(as_int["campaign_a"])).mean() > 0.5  # datacenter/VPN proxies

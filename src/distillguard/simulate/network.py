@@ -61,6 +61,7 @@ class RangePool:
     org: np.ndarray  # index into `orgs`
     orgs: tuple[str, ...]
     countries: np.ndarray  # ISO code per range ("" when unknown)
+    avoid_hosting: bool = False  # redraw addresses inside known hosting/VPN/Tor ranges
 
     def draw(self, rng: np.random.Generator, n: int, country: str | None = None) -> np.ndarray:
         weights = self.weights
@@ -71,9 +72,15 @@ class RangePool:
                 weights = weights / weights.sum()
         idx = rng.choice(len(self.starts), size=n, p=weights)
         span = (self.ends[idx] - self.starts[idx] + 1).astype(np.float64)
-        offset = np.floor(rng.random(n) * span).astype(np.uint64)
+        addr = (self.starts[idx] + np.floor(rng.random(n) * span)).astype(np.uint32)
+        for _ in range(8 if self.avoid_hosting else 0):
+            bad = in_hosting(addr)
+            if not bad.any():
+                break
+            addr[bad] = (
+                self.starts[idx[bad]] + np.floor(rng.random(int(bad.sum())) * span[bad])
+            ).astype(np.uint32)
         # Avoid .0 and .255 host parts, which real clients rarely show.
-        addr = (self.starts[idx].astype(np.uint64) + offset).astype(np.uint32)
         last = addr & 0xFF
         return np.where((last == 0) | (last == 255), addr ^ 0x7, addr).astype(np.uint32)
 
@@ -97,6 +104,21 @@ def _iporigin_ranges() -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[tuple[
     ends = np.asarray(ds.v4_ends, dtype=np.uint64).astype(np.uint32)
     labels = np.asarray(ds.v4_labels, dtype=np.int64)
     return starts, ends, labels, tuple(tuple(x) for x in ds.labels)
+
+
+@cache
+def _hosting_index() -> tuple[np.ndarray, np.ndarray]:
+    """Sorted starts and running-max ends of every hosting/VPN/Tor/CDN/bot range in iporigin."""
+    starts, ends, _, _ = _iporigin_ranges()
+    order = np.argsort(starts, kind="stable")
+    return starts[order].astype(np.int64), np.maximum.accumulate(ends[order].astype(np.int64))
+
+
+def in_hosting(addr: np.ndarray) -> np.ndarray:
+    """Whether each address lies in a range iporigin attributes to a hosting/VPN/Tor provider."""
+    starts, max_end = _hosting_index()
+    i = np.searchsorted(starts, addr.astype(np.int64), side="right") - 1
+    return (i >= 0) & (addr.astype(np.int64) <= max_end[np.maximum(i, 0)])
 
 
 def _provider_pool(weights_by_provider: dict[str, float]) -> RangePool:
@@ -139,6 +161,7 @@ def _isp_pool(kind: str) -> RangePool:
         np.arange(len(rows)),
         tuple(r["as_org"] for r in rows),
         np.array([r["country"] for r in rows], dtype=object),
+        avoid_hosting=True,
     )
 
 
