@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
@@ -57,7 +56,9 @@ def test_unknown_account_is_a_user_error(fake_run_master: FakeRun) -> None:
         explain_account(fake_run_master.path, "nobody")
 
 
-def test_cli_exit_codes(fake_run_master: FakeRun) -> None:
+def test_cli_exit_codes(
+    fake_run_master: FakeRun, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     app = typer.Typer()
     register(app)
     ok = CliRunner().invoke(
@@ -65,22 +66,16 @@ def test_cli_exit_codes(fake_run_master: FakeRun) -> None:
     )
     assert ok.exit_code == 0, ok.output
     # The real entry point turns the UserError into exit code 2 with one line, no traceback.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distillguard",
-            "explain",
-            "nobody",
-            "--run",
-            str(fake_run_master.path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    from distillguard import cli
+
+    monkeypatch.setattr(
+        sys, "argv", ["distillguard", "explain", "nobody", "--run", str(fake_run_master.path)]
     )
-    assert proc.returncode == 2
-    assert "nobody" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "nobody" in err and "Traceback" not in err
 
 
 def test_sparkline() -> None:
