@@ -209,3 +209,38 @@ def test_volume_limit_throttles_with_numbers_in_the_reason(client_factory):
     assert {d["decision"] for d in decisions} == {"throttle"}
     assert "6 requests in 24 h (limit 5)" in decisions[0]["reasons"][0]
     assert json.loads(json.dumps(decisions))  # plain JSON
+
+
+def test_litellm_logging_payloads_are_mapped_and_scored(client):
+    def record(i: int, **changes):
+        r = {
+            "id": f"chatcmpl-{i}",
+            "status": "success",
+            "prompt_tokens": 31,
+            "completion_tokens": 210,
+            "startTime": 1770091506.789 + i,
+            "model": "atlas-3",
+            "end_user": "lite-user",
+            "metadata": {"user_api_key_hash": "88dc28d0", "requester_ip_address": "81.2.69.160"},
+            "model_parameters": {"max_tokens": 1024},
+            "messages": [{"role": "user", "content": f"Write a haiku number {i}."}],
+            "response": {"choices": [{"message": {"role": "assistant", "content": "..."}}]},
+        }
+        r.update(changes)
+        return r
+
+    records = [record(i) for i in range(3)] + [record(3, prompt_tokens=-1)]
+    r = client.post("/v1/litellm", json={"records": records}, headers=WRITE)
+    assert r.status_code == 200
+    body = r.json()
+    assert [d["request_id"] for d in body["decisions"]] == [
+        "chatcmpl-0",
+        "chatcmpl-1",
+        "chatcmpl-2",
+    ]
+    assert [(x["index"], x["field"], x["reason"]) for x in body["rejected"]] == [
+        (3, "input_tokens", "negative_tokens")
+    ]
+    view = client.get("/v1/accounts/lite-user", headers=READ).json()
+    assert view["windows"]["168h"]["requests"] == 3
+    assert view["windows"]["168h"]["distinct_ips"] == 1

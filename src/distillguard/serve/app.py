@@ -128,6 +128,17 @@ def create_app(cfg: ServeConfig, service: Service | None = None) -> FastAPI:
         body, media = otlp_response(outcome, content_type)
         return Response(body, status_code=outcome.status, media_type=media)
 
+    @app.post("/v1/litellm", dependencies=[write])
+    async def post_litellm(request: Request) -> Response:
+        """LiteLLM proxy logs: {"records": [<standard logging payload>, ...]}."""
+        body = await read_body(request, limit)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HttpError(400, f"malformed JSON: {exc}") from None
+        records = payload.get("records") if isinstance(payload, dict) else payload
+        return _respond(await run_in_threadpool(svc.ingest_litellm, records))
+
     @app.get("/v1/accounts/{account_id}", dependencies=[read])
     async def get_account(account_id: str) -> Response:
         view = await run_in_threadpool(svc.account_view, account_id)

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard.ingest.litellm import litellm_record_to_event
 from distillguard.ingest.otel import payload_records
 from distillguard.serve.analysis import (
     REGISTRY_KEY,
@@ -190,6 +191,25 @@ class Service:
                 ),
             }
         return _json(200, doc)
+
+    def ingest_litellm(self, records: Any) -> Outcome:
+        """LiteLLM proxy standard logging payloads (one per request) -> events, scored.
+
+        Mapped by the ingest LiteLLM adapter (`end_user`, else the virtual key's hash, is the
+        account; `requester_ip_address` the IP). Like OTLP, valid records are accepted and the
+        invalid ones listed: a logging callback has no way to fix and resend a record.
+        """
+        if not isinstance(records, list):
+            return _json(422, {"detail": [{"field": "records", "reason": "missing_field"}]})
+        limit = int(self.cfg.get("server", "max_batch_events"))
+        if len(records) > limit:
+            return _json(413, {"detail": f"batch of {len(records)} records; limit is {limit}"})
+        events = [litellm_record_to_event(r) if isinstance(r, dict) else None for r in records]
+        table, rejected, _ = self.validator.validate(events, text=True)
+        self.metrics.inc("distillguard_rejected_events_total", len(rejected))
+        decided = json.loads(self.ingest(table)) if table.num_rows else {"decisions": []}
+        decided["rejected"] = [r.as_dict() for r in rejected[:MAX_REPORTED_REJECTS]]
+        return _json(200, decided)
 
     def _rejected(self, rejected: list[Rejected]) -> Outcome:
         return _json(

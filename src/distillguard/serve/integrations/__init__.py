@@ -1,0 +1,1 @@
+"""Files to drop into other systems (they must not import distillguard)."""
