@@ -136,3 +136,23 @@ def test_each_signal_returns_exactly_its_declared_columns(signal) -> None:
 def test_column_names_are_unique_across_signals() -> None:
     names = signal_schema().names
     assert len(names) == len(set(names))
+
+
+def test_docs_table_has_a_row_with_all_sections_for_every_signal() -> None:
+    from distillguard.signals.docs import docstring_sections, signals_markdown
+
+    page = signals_markdown()
+    for signal in SIGNALS:
+        assert f"| `{signal.name}` |" in page
+        sections = docstring_sections(signal)
+        assert all(sections.get(s) for s in ("Captures", "False positives", "Analyst check"))
+
+
+def test_internal_slicing_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    import distillguard.signals as signals
+
+    prompts = [f"Question: item {i}?\nExplain your reasoning." for i in range(7)] + PROMPTS
+    whole = compute_signals(events(prompts))
+    monkeypatch.setattr(signals, "CHUNK_ROWS", 3)
+    sliced = compute_signals(events(prompts))
+    assert sliced.equals(whole)

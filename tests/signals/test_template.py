@@ -169,3 +169,20 @@ UNRELATED = [
     "How can I reduce my electricity bill during the winter months?",
     "Explain what a p-value means without using jargon.",
 ]
+
+
+def test_both_densification_paths_compute_the_same_function() -> None:
+    import numpy as np
+
+    from distillguard.signals import template
+
+    rng = np.random.default_rng(3)
+    table = rng.integers(0, 2**40, (300, template.BINS), dtype=np.uint64)
+    filled = rng.random((300, template.BINS)) < rng.uniform(0.02, 0.9, (300, 1))
+    table[~filled] = np.iinfo(np.uint64).max
+    rows = np.flatnonzero(filled.any(axis=1) & ~filled.all(axis=1))
+    by_steps, sparse = table.copy(), table.copy()
+    template._densify_by_steps(table, filled, by_steps, rows)
+    template._densify_sparse(table, filled, sparse, rows)
+    assert np.array_equal(by_steps, sparse)
+    assert not (by_steps[rows] == np.iinfo(np.uint64).max).any()

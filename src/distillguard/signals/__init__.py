@@ -18,6 +18,7 @@ from distillguard.signals.censor import CensorSignal
 from distillguard.signals.cot import CotSignal
 from distillguard.signals.output_budget import OutputBudgetSignal
 from distillguard.signals.rubric import RubricSignal
+from distillguard.signals.sentences import SentenceSignal
 from distillguard.signals.system_prompt import SystemPromptSignal
 from distillguard.signals.template import TemplateSignal
 from distillguard.signals.text import clear_memo
@@ -32,9 +33,14 @@ SIGNALS: tuple[Signal, ...] = (
     CensorSignal(),
     TrainingShapedSignal(),
     OutputBudgetSignal(),
+    SentenceSignal(),
 )
 
 REQUEST_ID = pa.field("request_id", pa.string())
+# Rows per internal slice: bounds the intermediate arrays (tokens, MinHash tables), which
+# on the shared VMs are slow to page-fault in when huge; smaller slices lose batch-wide
+# de-duplication of templated prompts. Signals themselves work on any batch size.
+CHUNK_ROWS = 65_536
 
 __all__ = ["SIGNALS", "Signal", "compute_signals", "signal_schema"]
 
@@ -56,6 +62,16 @@ def compute_signals(batch: pa.RecordBatch) -> pa.RecordBatch:
     if "prompt" not in batch.schema.names or "request_id" not in batch.schema.names:
         raise UserError("signals need an events batch with request_id and prompt columns")
     schema = signal_schema()
+    if batch.num_rows <= CHUNK_ROWS:
+        return _compute_chunk(batch, schema)
+    chunks = [
+        _compute_chunk(batch.slice(start, CHUNK_ROWS), schema)
+        for start in range(0, batch.num_rows, CHUNK_ROWS)
+    ]
+    return pa.Table.from_batches(chunks, schema=schema).combine_chunks().to_batches()[0]
+
+
+def _compute_chunk(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     columns: dict[str, pa.Array] = {"request_id": batch.column("request_id").cast(pa.string())}
     try:
         for signal in SIGNALS:

@@ -38,12 +38,11 @@ _SUFFIX_SALT = _U64(0x70F1_7E5A_11CE_0002)
 _SHINGLE_SALT = _U64(0x70F1_7E5A_11CE_0003)
 _UNIGRAM_SALT = _U64(0x70F1_7E5A_11CE_0004)
 _BAND_SALT = _U64(0x70F1_7E5A_11CE_0005)
-_PROBE_SALT = _U64(0x70F1_7E5A_11CE_0006)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 _EMPTY_BIN = np.iinfo(np.uint64).max
-# Densification gives up after this many probes (a bin then keeps the fixed empty value,
-# which is still identical for identical texts).
-MAX_PROBES = 96
+_PROBE_SALT = _U64(0x70F1_7E5A_11CE_0006)
+# Texts with fewer filled bins than this are densified by looping over their filled bins.
+_SPARSE_BELOW = 24
 
 
 @dataclass(frozen=True)
@@ -51,21 +50,18 @@ class _KeptTokens:
     """Word tokens (no paragraph marks, no pure punctuation) in text order."""
 
     text: np.ndarray  # index of the distinct text each token belongs to
-    paragraph: np.ndarray  # paragraph number of the token within its text
+    paragraph: np.ndarray | None  # paragraph number within its text (None: no breaks at all)
     word_hash: np.ndarray  # uint64 hash of the token's word
-    last_paragraph: np.ndarray  # per text: number of its last paragraph
+    last_paragraph: np.ndarray | None  # per text: number of its last paragraph
 
 
 def _kept_tokens(pt: PromptText) -> _KeptTokens:
-    n_texts = len(pt.texts)
-    keep_word = ~(pt.is_break | pt.is_blank)
-    keep = keep_word[pt.token_word]
-    token_text = pt.token_text[keep]
+    keep = (~(pt.is_break | pt.is_blank))[pt.token_word]
+    everything = bool(keep.all())  # common: skip the copies
+    token_text = pt.token_text if everything else pt.token_text[keep]
+    token_word = pt.token_word if everything else pt.token_word[keep]
     if not pt.is_break.any():  # no blank lines anywhere: every text is one paragraph
-        zeros = np.zeros(len(token_text), dtype=np.int64)
-        return _KeptTokens(
-            token_text, zeros, pt.word_hash[pt.token_word[keep]], np.zeros(n_texts, np.int64)
-        )
+        return _KeptTokens(token_text, None, pt.word_hash[token_word], None)
     breaks = pt.is_break[pt.token_word]
     breaks_upto = np.concatenate([[0], np.cumsum(breaks, dtype=np.int64)])
     breaks_before_text = breaks_upto[pt.token_offsets[:-1]]
@@ -75,7 +71,7 @@ def _kept_tokens(pt: PromptText) -> _KeptTokens:
     return _KeptTokens(
         text=token_text,
         paragraph=paragraph,
-        word_hash=pt.word_hash[pt.token_word[keep]],
+        word_hash=pt.word_hash[token_word],
         last_paragraph=last_paragraph,
     )
 
@@ -86,7 +82,7 @@ def _block_bounds(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, ...]:
     counts = np.bincount(kept.text, minlength=n_texts)
     end = np.cumsum(counts)
     start = end - counts
-    if not kept.paragraph.any():  # no text has a blank line: one paragraph each
+    if kept.paragraph is None or kept.last_paragraph is None:  # one paragraph per text
         return start, end, start, end
     in_first = np.bincount(kept.text[kept.paragraph == 0], minlength=n_texts)
     is_last = kept.paragraph == kept.last_paragraph[kept.text]
@@ -128,36 +124,71 @@ def _shingles(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _probe_bins() -> np.ndarray:
-    """Fixed pseudo-random probe sequence per bin for densification, (BINS, MAX_PROBES)."""
-    seed = np.arange(BINS * MAX_PROBES, dtype=_U64) ^ _PROBE_SALT
-    return (mix64(seed) % _U64(BINS)).astype(np.int64).reshape(BINS, MAX_PROBES)
+def _probe_order() -> np.ndarray:
+    """(BINS, BINS): for each bin, a fixed pseudo-random permutation of all bins."""
+    keys = mix64(np.arange(BINS * BINS, dtype=_U64) ^ _PROBE_SALT).reshape(BINS, BINS)
+    return np.argsort(keys, axis=1, kind="stable")
+
+
+_PROBE_ORDER = _probe_order()
+# _PROBE_RANK[j, b]: the step at which bin j's probe order reaches bin b.
+_PROBE_RANK = np.argsort(_PROBE_ORDER, axis=1).astype(np.int16)
 
 
 def _densify(table: np.ndarray, filled: np.ndarray) -> np.ndarray:
-    """Fill each empty bin from the first filled bin of its fixed probe sequence.
+    """Fill each empty bin j with the value of the first filled bin in bin j's fixed probe
+    order ("optimal densification", Shrivastava 2017): two texts agree on a densified bin
+    exactly when they agree on the bin it copies, so a band still collides with probability
+    ~ Jaccard^ROWS, and neighbouring bins copy from unrelated sources.
 
-    "Optimal densification" (Shrivastava 2017): the probe sequence depends only on the bin,
-    so two texts agree on a densified bin exactly when they agree on the bin it copies, and
-    the cost is proportional to the empty bins only (no (texts x bins) scans).
+    The result is one function of (table, filled); it is computed in two ways by cost:
+    texts with many filled bins probe step by step (few steps), texts with few filled bins
+    loop over those few bins.
     """
-    flat_table = table.reshape(-1)
-    flat_filled = filled.reshape(-1)
-    dense = flat_table.copy()
-    empty = np.flatnonzero(~flat_filled)
-    empty = empty[filled.any(axis=1)[empty >> _BIN_BITS]]  # a text without shingles stays
-    empty_bin = empty & (BINS - 1)
-    row_start = empty - empty_bin
-    probes = np.ascontiguousarray(_probe_bins().T)
-    for attempt in range(MAX_PROBES):
-        if len(empty) == 0:
+    dense = table.copy()
+    n_filled = filled.sum(axis=1)
+    sparse = np.flatnonzero((n_filled > 0) & (n_filled < _SPARSE_BELOW))
+    many = (n_filled >= _SPARSE_BELOW) & (n_filled < BINS)
+    _densify_by_steps(table, filled, dense, np.flatnonzero(many))
+    _densify_sparse(table, filled, dense, sparse)
+    return dense
+
+
+def _densify_sparse(
+    table: np.ndarray, filled: np.ndarray, dense: np.ndarray, rows: np.ndarray
+) -> None:
+    """For texts with few filled bins: loop over their filled bins (at most _SPARSE_BELOW),
+    keeping per empty bin the filled bin that comes earliest in that bin's probe order."""
+    if len(rows) == 0:
+        return
+    row_of, bin_of = np.nonzero(filled[rows])
+    starts = np.searchsorted(row_of, np.arange(len(rows)))
+    slot = np.arange(len(row_of)) - starts[row_of]
+    best_rank = np.full((len(rows), BINS), BINS, dtype=np.int16)
+    source = np.zeros((len(rows), BINS), dtype=np.int64)
+    for step in range(int(slot.max()) + 1):
+        at = slot == step
+        r, b = row_of[at], bin_of[at]
+        rank = _PROBE_RANK[:, b].T  # (texts, bins): where b sits in each bin's probe order
+        better = rank < best_rank[r]
+        best_rank[r] = np.where(better, rank, best_rank[r])
+        source[r] = np.where(better, b[:, None], source[r])
+    sub = table[rows]
+    dense[rows] = np.where(filled[rows], sub, np.take_along_axis(sub, source, axis=1))
+
+
+def _densify_by_steps(
+    table: np.ndarray, filled: np.ndarray, dense: np.ndarray, rows: np.ndarray
+) -> None:
+    text, empty_bin = np.nonzero(~filled[rows])
+    text = rows[text]
+    for step in range(BINS):
+        if len(text) == 0:
             break
-        source = row_start + probes[attempt][empty_bin]
-        found = flat_filled[source]
-        dense[empty[found]] = flat_table[source[found]]
-        missing = ~found
-        empty, row_start, empty_bin = empty[missing], row_start[missing], empty_bin[missing]
-    return dense.reshape(table.shape)
+        source = _PROBE_ORDER[empty_bin, step]
+        found = filled[text, source]
+        dense[text[found], empty_bin[found]] = table[text[found], source[found]]
+        text, empty_bin = text[~found], empty_bin[~found]
 
 
 def _minhash_bands(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +200,7 @@ def _minhash_bands(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, np.ndar
     Chosen over datasketch.MinHash, which costs BINS hash permutations per shingle in Python.
     """
     hashed, text = _shingles(kept, n_texts)
-    slot = text * BINS + (hashed & _U64(BINS - 1)).astype(np.int64)
+    slot = text.astype(np.int64) * BINS + (hashed & _U64(BINS - 1)).astype(np.int64)
     table = np.full(n_texts * BINS, _EMPTY_BIN, dtype=_U64)
     np.minimum.at(table, slot, hashed >> _U64(_BIN_BITS))
     table = table.reshape(n_texts, BINS)
