@@ -46,7 +46,10 @@ TIER_ADVICE = {
     "enterprise": "review the enterprise contract holder; enterprise accounts are never "
     "auto-blocked",
 }
-MIN_TIER_SHARE = 0.2  # a tier is called out when it holds this share of campaign accounts
+# A tier is called out when it holds this share of campaign accounts and is over-represented
+# among them by this factor compared with all accounts.
+MIN_TIER_SHARE = 0.1
+MIN_TIER_LIFT = 1.5
 MIN_DISPOSABLE_SHARE = 0.1
 FRESH_DAYS = 7.0
 
@@ -395,7 +398,8 @@ def _freshness(run: RunDir, out: dict[str, Any]) -> None:
 def _advice(out: dict[str, Any], n: int) -> list[str]:
     advice = []
     for t in out["tiers"]:
-        if t["share"] >= MIN_TIER_SHARE and t["tier"] != "unknown":
+        over = t["share"] >= MIN_TIER_LIFT * t["share_of_all_accounts"]
+        if t["share"] >= MIN_TIER_SHARE and over and t["tier"] != "unknown":
             control = TIER_ADVICE.get(t["tier"], f"review how {t['tier']} accounts are granted")
             advice.append(
                 f"{t['accounts']} of {n} campaign accounts ({100 * t['share']:.0f}%) signed up "
