@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import stix2
@@ -78,6 +79,8 @@ def test_indicator_patterns_are_campaign_specific(exported) -> None:
     # A benign user's own address and the residential ASN they share are not campaign-specific.
     assert "[ipv4-addr:value = '198.51.100.1']" not in patterns
     assert "[autonomous-system:number = 64501]" not in patterns
+    # A datacenter ASN (campaign C2's hosting) is infrastructure, not a shareable indicator.
+    assert "[autonomous-system:number = 64510]" not in patterns
 
 
 def test_ids_are_stable_and_caps_apply(fake_run: FakeRun) -> None:
@@ -134,6 +137,37 @@ def _bundle_with(tmp: Path, *patterns: str) -> Path:
     path = tmp / "other.json"
     path.write_text(stix2.Bundle(objects=[ident, *inds]).serialize())
     return path
+
+
+def test_asn_only_match_needs_most_of_the_traffic(fake_run: FakeRun, tmp_path: Path) -> None:
+    path = _bundle_with(tmp_path, "[autonomous-system:number IN (64500, 64501)]")
+    be, e = _enriched(fake_run)
+    matched = set(matching_accounts([path], be, e, None)["account_id"].to_pylist())
+    # Everyone here sends all traffic from a listed ASN; drop one ASN and re-check.
+    assert set(fake_run.hydra) <= matched and set(fake_run.benign) <= matched
+    path = _bundle_with(tmp_path, "[autonomous-system:number = 64501]")
+    matched = set(matching_accounts([path], be, e, None)["account_id"].to_pylist())
+    assert set(fake_run.benign) <= matched and not set(fake_run.hydra) & matched
+
+
+def test_asn_share_threshold(tmp_path: Path) -> None:
+    be = ibis_backend(connect())
+    e = be.create_table(
+        "e",
+        pa.table(
+            {
+                "account_id": ["mixed"] * 10 + ["vpn-user"] * 4,
+                "client_ip": [f"192.0.2.{i}" for i in range(14)],
+                "asn": ["AS1"] * 3 + ["AS2"] * 7 + ["AS1"] * 2 + ["AS3"] * 2,
+                "tpl_id": pa.array(range(14), pa.int64()),
+            }
+        ),
+    )
+    one = _bundle_with(tmp_path, "[autonomous-system:number = 1]")
+    # mixed: 30% of its requests on AS1 -> no; vpn-user: 50% -> yes (inclusive).
+    assert matching_accounts([one], be, e, None)["account_id"].to_pylist() == ["vpn-user"]
+    two = _bundle_with(tmp_path, "[autonomous-system:number = 2]")
+    assert matching_accounts([two], be, e, None)["account_id"].to_pylist() == ["mixed"]
 
 
 def test_import_cidr_and_in_lists(fake_run: FakeRun, tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def _sid(kind: str, *parts: str) -> str:
 def _campaign_traffic(run: RunDir, cid: str, column: str, limit: int) -> list[dict[str, Any]]:
     """Values of `column` in the campaign's requests, with the campaign's share of each value."""
     ids = run.account_ids_sql(cid)
-    kind = "any_value(ip_kind)" if run.has("enriched", "ip_kind") else "NULL"
+    kind = "mode(ip_kind)" if run.has("enriched", "ip_kind") else "NULL"
     return run.rows(
         f"WITH c AS (SELECT {column} AS value, count(*) AS requests, "
         f"count(DISTINCT account_id) AS accounts, {kind} AS kind, "
@@ -324,7 +324,14 @@ def _asn_indicators(
     if not run.has("enriched", "asn"):
         return
     rows = _campaign_traffic(run, c.campaign_id, "asn", limits.asns)
-    kept = [r for r in rows if r["share"] >= MIN_ASN_SHARE and _asn_number(str(r["value"]))]
+    # Only anonymising networks: a cloud or ISP ASN says nothing about an account elsewhere.
+    kept = [
+        r
+        for r in rows
+        if r["share"] >= MIN_ASN_SHARE
+        and r["kind"] in ANONYMOUS_KINDS
+        and _asn_number(str(r["value"]))
+    ]
     for r in kept[: limits.asns]:
         number = _asn_number(str(r["value"]))
         org = f" ({orgs[r['value']]})" if r["value"] in orgs else ""

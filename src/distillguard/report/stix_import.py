@@ -30,6 +30,7 @@ _ASN_EQ = re.compile(r"autonomous-system:number\s*=\s*'?(\d+)'?")
 _ASN_IN = re.compile(r"autonomous-system:number\s+IN\s*\(([^)]*)\)", re.IGNORECASE)
 _TPL_EQ = re.compile(rf"{re.escape(TEMPLATE_TYPE)}:tpl_id\s*=\s*'?(-?\d+)'?")
 _TPL_IN = re.compile(rf"{re.escape(TEMPLATE_TYPE)}:tpl_id\s+IN\s*\(([^)]*)\)", re.IGNORECASE)
+MIN_ASN_SHARE = 0.5  # share of an account's requests from listed ASNs for an ASN-only match
 REASON_SCHEMA = pa.schema([("account_id", pa.string()), ("reason", pa.string())])
 
 
@@ -126,14 +127,38 @@ def _networks_hits(e: ibis.Table, nets: list) -> set[str]:
     return {s for s, a in addrs if any(a.version == n.version and a in n for n in nets)}
 
 
-def _count_hits(e: ibis.Table, column: str, values: list, dtype: pa.DataType) -> dict[str, int]:
-    """Per account: number of distinct listed values of `column` it used."""
+def _count_hits(
+    e: ibis.Table, column: str, values: list, dtype: pa.DataType
+) -> dict[str, tuple[int, int]]:
+    """Per account: (distinct listed values of `column` it used, its requests using them)."""
     if not values or column not in e.columns:
         return {}
     listed = ibis.memtable(pa.table({"listed": pa.array(values, dtype)}))
     j = e.join(listed, e[column] == listed.listed)
-    counts = j.group_by("account_id").aggregate(n=j[column].nunique()).to_pyarrow()
-    return dict(zip(counts["account_id"].to_pylist(), counts["n"].to_pylist(), strict=True))
+    counts = j.group_by("account_id").aggregate(n=j[column].nunique(), r=j.count()).to_pyarrow()
+    return {
+        a: (n, r)
+        for a, n, r in zip(
+            counts["account_id"].to_pylist(),
+            counts["n"].to_pylist(),
+            counts["r"].to_pylist(),
+            strict=True,
+        )
+    }
+
+
+def _mostly_on_listed_asns(e: ibis.Table, asn_hits: dict[str, tuple[int, int]]) -> set[str]:
+    """Accounts that sent at least MIN_ASN_SHARE of their requests from listed ASNs."""
+    if not asn_hits:
+        return set()
+    ids = ibis.memtable(pa.table({"hit_account": pa.array(sorted(asn_hits), pa.string())}))
+    j = e.join(ids, e.account_id == ids.hit_account)
+    totals = j.group_by("account_id").aggregate(n=j.count()).to_pyarrow()
+    return {
+        a
+        for a, n in zip(totals["account_id"].to_pylist(), totals["n"].to_pylist(), strict=True)
+        if asn_hits[a][1] >= MIN_ASN_SHARE * n
+    }
 
 
 def _plural(n: int, word: str) -> str:
@@ -147,10 +172,17 @@ def _hits(e: ibis.Table, intel: SharedIntel) -> dict[str, str]:
         "ASN": _count_hits(e, "asn", [f"AS{a}" for a in sorted(intel.asns)], pa.string()),
         "prompt template": _count_hits(e, "tpl_id", sorted(intel.templates), pa.int64()),
     }
-    accounts = sorted(set().union(*per_kind.values()))
+    # An ASN (a VPN provider, a proxy network) also carries legitimate users: a match on ASNs
+    # alone counts only for accounts that sent most of their traffic from listed ASNs.
+    specific = set(per_kind["IP"]) | set(per_kind["prompt template"])
+    asn_only = {a: v for a, v in per_kind["ASN"].items() if a not in specific}
+    mostly = _mostly_on_listed_asns(e, asn_only)
+    accounts = sorted(specific | mostly)
     out = {}
     for account in accounts:
-        parts = [_plural(hits[account], kind) for kind, hits in per_kind.items() if account in hits]
+        parts = [
+            _plural(hits[account][0], kind) for kind, hits in per_kind.items() if account in hits
+        ]
         listed = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
         out[account] = f"used {listed} listed in shared intelligence from {intel.source}"
     return out
