@@ -138,6 +138,30 @@ def test_radioactivity_open_mode_runs_on_saved_model(key_file, tmp_path, monkeyp
     )
     result = json.loads(out)
     assert code == 0 and result["mode"] == "open" and result["scored"] > 100
+    generated = tmp_path / "generated.txt"
+    code, _, _ = run_cli(
+        [
+            "provenance",
+            "generate",
+            "--model",
+            str(model_path),
+            "--out",
+            str(generated),
+            "--n",
+            "20",
+            "--key",
+            str(key_file),
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0
+    code, out, _ = run_cli(
+        ["provenance", "detect-text", str(generated), "--key", str(key_file), "--json"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0 and json.loads(out)["p_value"] < 1e-6
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
     code, _, err = run_cli(
