@@ -19,8 +19,9 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from distillguard import signals
 from distillguard.contract import EVENTS
-from distillguard.signals import SIGNALS, compute_signals
+from distillguard.signals import compute_signals
 from distillguard.signals.text import clear_memo, prompt_text
 
 WRAPPERS = (
@@ -125,7 +126,7 @@ def measure(label: str, batch: pa.RecordBatch, repeats: int) -> float:
     cpu = time.process_time()
     prompt_text(batch)
     stages["prepare text"] = time.process_time() - cpu
-    for signal in SIGNALS:
+    for signal in signals.SIGNALS:
         cpu = time.process_time()
         signal.compute(batch)
         stages[signal.name] = time.process_time() - cpu
@@ -144,7 +145,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--chars", type=int, default=400, help="length of diverse prompts")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip", nargs="*", default=[], help="signal names to leave out")
     args = parser.parse_args()
+    if args.skip:
+        signals.SIGNALS = tuple(s for s in signals.SIGNALS if s.name not in args.skip)
     rng = np.random.default_rng(0)
     sentences = english_sentences()
     print(f"{len(sentences)} distinct source sentences")

@@ -180,15 +180,21 @@ def _densify_sparse(
 def _densify_by_steps(
     table: np.ndarray, filled: np.ndarray, dense: np.ndarray, rows: np.ndarray
 ) -> None:
-    text, empty_bin = np.nonzero(~filled[rows])
-    text = rows[text]
+    # Flat (text * BINS + bin) indices: 1-D gathers are much cheaper than 2-D fancy indexing.
+    flat_table, flat_filled, flat_dense = table.reshape(-1), filled.reshape(-1), dense.reshape(-1)
+    empty = np.flatnonzero(~filled[rows]).astype(np.int64)
+    empty_bin = empty % BINS
+    slot = rows[empty // BINS] * BINS + empty_bin  # flat index of the empty bin
+    row_base = slot - empty_bin
+    order = _PROBE_ORDER.reshape(-1)
     for step in range(BINS):
-        if len(text) == 0:
+        if len(slot) == 0:
             break
-        source = _PROBE_ORDER[empty_bin, step]
-        found = filled[text, source]
-        dense[text[found], empty_bin[found]] = table[text[found], source[found]]
-        text, empty_bin = text[~found], empty_bin[~found]
+        source = row_base + order[empty_bin * BINS + step]
+        found = flat_filled[source]
+        flat_dense[slot[found]] = flat_table[source[found]]
+        missing = ~found
+        slot, row_base, empty_bin = slot[missing], row_base[missing], empty_bin[missing]
 
 
 def _minhash_bands(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
