@@ -76,11 +76,12 @@ def export_actions(
 
     plan = decide(RunDir(run), load_policy(policy))
     csv_path, json_path = write_plan(plan, out or run / "actions")
-    t = Table(title=f"Actions ({plan.policy.source})", box=box.SIMPLE_HEAD, title_justify="left")
+    t = Table(title="Actions", box=box.SIMPLE_HEAD, title_justify="left")
     t.add_column("action")
     t.add_column("accounts", justify="right")
     for a in reversed(ACTIONS):
         t.add_row(a, f"{plan.counts.get(a, 0):,}")
+    out_console.print(f"policy: {plan.policy.source}", style="dim")
     out_console.print(t)
     _print_access(plan.access)
     err_console.print(f"actions -> {csv_path}, {json_path}")
