@@ -226,20 +226,15 @@ def render(result: dict[str, Any], console: Console) -> None:
         top.add_row(key, _fmt(result[key]))
     console.print(top)
     camp = Table(title="Per campaign")
-    cols = (
-        "accounts",
-        "requests",
-        "recall",
-        "volume_recall",
-        "best_match",
-        "best_match_share",
-        "requests_relative_error",
-        "main_capability",
-        "capability_in_top3",
-    )
+    cols = {
+        "accounts": "accounts", "requests": "requests", "recall": "recall",
+        "volume_recall": "vol. recall", "best_match": "best match",
+        "best_match_share": "share in best", "requests_relative_error": "req. rel. err",
+        "main_capability": "main cap.", "capability_in_top3": "cap. in top 3",
+    }  # fmt: skip
     camp.add_column("campaign")
-    for c in cols:
-        camp.add_column(c, justify="right")
+    for header in cols.values():
+        camp.add_column(header, justify="right")
     for name, m in result["campaigns"].items():
         camp.add_row(name, *(_fmt(m[c]) for c in cols))
     console.print(camp)
