@@ -542,7 +542,7 @@ def validate_table(
             rejects_path = tmp / "rejects.jsonl"
             accepted, _ = read_section(kind, [source], rejects_path=rejects_path, con=con)
             rejects = (
-                [json.loads(line) for line in rejects_path.read_text().splitlines() if line]
+                [json.loads(line) for line in rejects_path.read_text().split("\n") if line]
                 if rejects_path.exists()
                 else []
             )
