@@ -177,7 +177,7 @@ _record = st.fixed_dictionaries({}, optional=_field_values)
 # JSON Lines split on "\n" only: str.splitlines() would also split on U+0085 inside a string.
 # No shrinking: each example runs DuckDB, and a failure should report fast in CI.
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture],
