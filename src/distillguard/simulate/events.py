@@ -16,7 +16,7 @@ from distillguard import contract
 from distillguard.simulate.accounts import DAY_MS, HOUR_MS, N_ORDERS, PersonaAccounts
 from distillguard.simulate.calibration import token_params, tokens_per_image
 from distillguard.simulate.scenario import Scenario
-from distillguard.simulate.text import hex_ids, ints_to_str, join, library, scramble
+from distillguard.simulate.text import hex_ids, ints_to_str, join, library, scramble, sentence
 
 # Relative activity by local hour: people chat in the evening, office tools run 9 to 6.
 HUMAN_HOURS = np.array(
@@ -248,12 +248,6 @@ def payloads(caps: np.ndarray, rng: np.random.Generator, attack: bool) -> pa.Arr
     return pa.concat_arrays(parts).take(pa.array(inverse))
 
 
-def _sentence(text: pa.Array) -> pa.Array:
-    """End a fragment-built sentence with punctuation so the next fragment reads naturally."""
-    done = pc.match_substring_regex(text, r"[.?!:)\n]$")
-    return pc.if_else(done, text, pc.binary_join_element_wise(text, pa.scalar("."), ""))
-
-
 def _casual(payload: pa.Array, rng: np.random.Generator) -> pa.Array:
     lib = library()
     n = len(payload)
@@ -286,7 +280,7 @@ def _attack(
             m = redo & (which == s)
             slots[s] = np.where(m, rng.integers(0, size, n), slots[s])
     cols = [lib.wrapper[s].take(pa.array(slots[s])) for s in range(4)]
-    parts = [cols[0], cols[1], _sentence(payload), cols[2], cols[3]]  # positions 0..4
+    parts = [cols[0], cols[1], sentence(payload), cols[2], cols[3]]  # positions 0..4
     stacked = pa.concat_arrays(parts)
     rows = np.arange(n)
     ordered = [stacked.take(pa.array(ORDERS[order, k] * n + rows)) for k in range(5)]
@@ -469,7 +463,7 @@ def _prompts(
     if style == "casual":
         return _casual(payloads(caps, rng, attack=False), rng)
     if style == "workplace":
-        return _sentence(library().workplace.draw(rng, len(caps)))
+        return sentence(library().workplace.draw(rng, len(caps)))
     if style == "agent":
         return _agent(turn, rng)
     if style == "batch":

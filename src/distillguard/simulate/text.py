@@ -53,23 +53,43 @@ def join(cols: list[pa.Array | pa.Scalar], sep: str = " ") -> pa.Array:
     return out
 
 
+SENTENCE = "<sentence>"  # a slot list starting with this marker begins a new sentence
+
+
+def sentence(text: pa.Array) -> pa.Array:
+    """End fragment-built text with punctuation so that a following sentence reads naturally."""
+    done = pc.match_substring_regex(text, r"[.?!:)\n]$")
+    empty = pc.equal(pc.binary_length(text), 0)
+    ok = pc.or_(done, empty)
+    return pc.if_else(ok, text, pc.binary_join_element_wise(text, pa.scalar("."), ""))
+
+
 @dataclass(frozen=True)
 class Slots:
     """Alternatives for each position of a recombined phrase."""
 
     options: tuple[pa.Array, ...]
+    new_sentence: tuple[bool, ...]
 
     @staticmethod
     def of(lists: list[list[str]]) -> Slots:
-        return Slots(tuple(pa.array(x, pa.string()) for x in lists))
+        flags = tuple(bool(x) and x[0] == SENTENCE for x in lists)
+        opts = tuple(
+            pa.array(x[1:] if f else x, pa.string()) for x, f in zip(lists, flags, strict=True)
+        )
+        return Slots(opts, flags)
 
     @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(len(o) for o in self.options)
 
     def draw(self, rng: np.random.Generator, n: int) -> pa.Array:
-        cols = [o.take(pa.array(rng.integers(0, len(o), n))) for o in self.options]
-        return join(cols)
+        out: pa.Array | None = None
+        for opts, starts_sentence in zip(self.options, self.new_sentence, strict=True):
+            col = opts.take(pa.array(rng.integers(0, len(opts), n)))
+            out = col if out is None else join([sentence(out) if starts_sentence else out, col])
+        assert out is not None
+        return out
 
 
 _PLACEHOLDER = re.compile(r"\{(a|b|q)\}")
