@@ -24,7 +24,10 @@ def test_every_event_gets_a_decision_in_order(client):
 
 
 def test_hydra_is_flagged_and_alerted_once_while_a_normal_user_is_allowed(client_factory, receiver):
-    client = client_factory(alerts={"webhook_url": receiver.url, "webhook_token": "hook-secret"})
+    client = client_factory(
+        alerts={"webhook_url": receiver.url, "webhook_token": "hook-secret"},
+        signals={"inline": False, "flush_ms": 600_000},  # one signal pass, below
+    )
     svc = client.app.state.service
     users = [e for k in range(6) for e in normal_user(f"user{k}", 30, seed=k)]
     cluster = hydra("hyd", accounts=10, n_each=30)
@@ -33,6 +36,7 @@ def test_hydra_is_flagged_and_alerted_once_while_a_normal_user_is_allowed(client
     for i in range(0, len(cluster), 200):
         assert _post(client, cluster[i : i + 200]).status_code == 200
 
+    assert svc.flush_signals() == len(users) + len(cluster)
     result = svc.run_analysis()
     assert result is not None and len(result.campaigns) == 1
     campaign = result.campaigns[0]
