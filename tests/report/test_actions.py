@@ -65,6 +65,10 @@ def test_risk_exactly_at_threshold_matches(tmp_path: Path) -> None:
     assert rows["at"]["action"] == "throttle" and rows["above"]["action"] == "throttle"
     assert "below" not in rows
     assert rows["at"]["tier"] == "unknown"
+    assert (
+        "protected tiers (enterprise) cannot be recognised"
+        in decide(RunDir(run), policy).warnings[0]
+    )
 
 
 def test_first_matching_rule_wins_and_tier_filters(fake_run: FakeRun) -> None:

@@ -101,6 +101,15 @@ def test_missing_optional_files_still_render(fake_run: FakeRun) -> None:
     assert "\\u003csup\\u003e25 accounts, 0 links\\u003c/sup" in text
 
 
+def test_contract_outputs_alone_render(fake_run: FakeRun) -> None:
+    for name in ("work", "summary.json"):
+        path = fake_run.path / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    text = render_report(fake_run.path)
+    assert "Campaign C1" in text and 'id="accounts-table"' in text
+    assert "No prompt templates recorded" in text
+
+
 def test_not_a_run_directory(tmp_path) -> None:
     with pytest.raises(UserError, match="not a detect run directory"):
         write_report(tmp_path)

@@ -84,7 +84,7 @@ class ActionPlan:
     access: dict[str, Any]
     policy: Policy
     total_accounts: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- policy file
@@ -291,8 +291,19 @@ def decide(run: RunDir, policy: Policy) -> ActionPlan:
             }
         )
     counts = {a: int(np.sum(actions == a)) for a in ACTIONS}
+    warnings = []
+    if policy.protected_tiers and n and bool(np.all(f["tier"] == "unknown")):
+        warnings.append(
+            "no sign-up tiers in this run (detect was given no account records): protected "
+            f"tiers ({', '.join(policy.protected_tiers)}) cannot be recognised"
+        )
     return ActionPlan(
-        rows=rows, counts=counts, access=access_control(run), policy=policy, total_accounts=n
+        rows=rows,
+        counts=counts,
+        access=access_control(run),
+        policy=policy,
+        total_accounts=n,
+        warnings=warnings,
     )
 
 
@@ -454,6 +465,7 @@ def write_plan(plan: ActionPlan, prefix: Path) -> tuple[Path, Path]:
         "policy": plan.policy.source,
         "accounts": plan.total_accounts,
         "counts": plan.counts,
+        "warnings": plan.warnings,
         "actions": plan.rows,
         "access_control": plan.access,
     }

@@ -82,6 +82,8 @@ def export_actions(
     for a in reversed(ACTIONS):
         t.add_row(a, f"{plan.counts.get(a, 0):,}")
     out_console.print(f"policy: {plan.policy.source}", style="dim")
+    for warning in plan.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}")
     out_console.print(t)
     _print_access(plan.access)
     err_console.print(f"actions -> {csv_path}, {json_path}")

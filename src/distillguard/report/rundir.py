@@ -106,7 +106,8 @@ class RunDir:
     @cached_property
     def scores_view(self) -> str:
         """The per-account score view: work/scores.parquet, else the contract accounts file."""
-        return "scores" if self.has("scores", "account_id", "risk") else "accounts"
+        full = self.has("scores", "account_id", "risk", "campaign_id")
+        return "scores" if full else "accounts"
 
     def column_or(self, view: str, column: str, default_sql: str) -> str:
         """`column` when `view` has it, else a SQL default expression (for optional columns)."""
