@@ -156,3 +156,14 @@ def test_internal_slicing_gives_the_same_result(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(signals, "CHUNK_ROWS", 3)
     sliced = compute_signals(events(prompts))
     assert sliced.equals(whole)
+
+
+def test_concurrent_batches_in_threads_give_the_same_result() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [events([f"Question: {i}-{j}?\nShow your full reasoning." for j in range(50)]
+                      + PROMPTS) for i in range(6)]
+    expected = [compute_signals(b) for b in batches]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        got = list(pool.map(compute_signals, batches))
+    assert all(g.equals(e) for g, e in zip(got, expected, strict=True))

@@ -12,6 +12,7 @@ across processes and machines (Python's `hash()` is salted per process and never
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,22 +235,31 @@ def _bools(values: pa.Array) -> np.ndarray:
 
 
 # Signals of one batch share its PromptText: a tiny identity-keyed memo (it holds the batch,
-# so an id can't be reused while cached). compute_signals clears it when it is done.
-_MEMO: list[tuple[pa.RecordBatch, PromptText]] = []
+# so an id can't be reused while cached). Thread-local, because the pipeline computes
+# signals for two batches at once in two threads; compute_signals clears it when done.
+_MEMO = threading.local()
 _MEMO_SIZE = 2
 
 
+def _memo_entries() -> list[tuple[pa.RecordBatch, PromptText]]:
+    entries = getattr(_MEMO, "entries", None)
+    if entries is None:
+        entries = _MEMO.entries = []
+    return entries
+
+
 def prompt_text(batch: pa.RecordBatch) -> PromptText:
-    """The PromptText of `batch`, computed once per batch."""
-    for cached_batch, cached in _MEMO:
+    """The PromptText of `batch`, computed once per batch (per thread)."""
+    entries = _memo_entries()
+    for cached_batch, cached in entries:
         if cached_batch is batch:
             return cached
     built = build_prompt_text(batch)
-    _MEMO.insert(0, (batch, built))
-    del _MEMO[_MEMO_SIZE:]
+    entries.insert(0, (batch, built))
+    del entries[_MEMO_SIZE:]
     return built
 
 
 def clear_memo() -> None:
-    """Drop cached PromptTexts (and the batches they hold)."""
-    _MEMO.clear()
+    """Drop this thread's cached PromptTexts (and the batches they hold)."""
+    _memo_entries().clear()
