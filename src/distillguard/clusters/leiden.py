@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DEFAULT_RESOLUTION = 0.05
-MIN_EDGE_WEIGHT = 0.5  # weaker links are kept as evidence but do not shape communities
+DEFAULT_RESOLUTION = 0.04
+MIN_EDGE_WEIGHT = 0.02  # fainter links are kept as evidence but do not shape communities
 SEED = 20240223
 
 

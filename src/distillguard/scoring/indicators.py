@@ -131,6 +131,18 @@ ACCOUNT_INDICATORS: tuple[Indicator, ...] = (
 
 CLUSTER_INDICATORS: tuple[Indicator, ...] = (
     Indicator(
+        "dense",
+        0.5,
+        lambda c: (
+            ramp(np.log2(np.maximum(_has(c, "density_ratio"), 1.0)), 3.0, 6.0)
+            * (_has(c, "size") >= 5)
+        ),
+        lambda c, i: (
+            f"{int(c['size'][i])} accounts share {c['density_ratio'][i]:.0f}x more evidence "
+            "with each other than random accounts do"
+        ),
+    ),
+    Indicator(
         "hydra",
         0.5,
         # Strangers behind one VPN exit or NAT are a network community, not a hydra: size
@@ -189,6 +201,41 @@ CLUSTER_INDICATORS: tuple[Indicator, ...] = (
         0.3,
         lambda c: ramp(_has(c, "signup_linked"), 0.3, 0.8) * (_has(c, "size") >= 3),
         lambda c, i: "signed up in a batch with linked accounts (same hour and domain)",
+    ),
+)
+
+
+# What a linked group does, judged on its pooled traffic: with thousands of requests, rates
+# that are unremarkable in one account are far outside what customer groups show.
+CLUSTER_BEHAVIOUR: tuple[Indicator, ...] = (
+    Indicator(
+        "group_extraction_asks",
+        0.8,
+        lambda c: ramp(_has(c, "extraction_rate"), 0.02, 0.10) * (_has(c, "size") >= 3),
+        lambda c, i: (
+            f"{_pct(c['extraction_rate'][i])} of the group's {int(c['requests'][i]):,} requests "
+            "ask for hidden reasoning, grading or censorship-safe rewrites"
+        ),
+    ),
+    Indicator(
+        "group_proxies",
+        0.35,
+        lambda c: ramp(_has(c, "proxy_rate"), 0.05, 0.3) * (_has(c, "size") >= 3),
+        lambda c, i: f"{_pct(c['proxy_rate'][i])} of the group's requests via known proxies",
+    ),
+    Indicator(
+        "group_fresh_accounts",
+        0.2,
+        lambda c: ramp(_has(c, "fresh_share"), 0.3, 0.9) * (_has(c, "size") >= 3),
+        lambda c, i: f"{_pct(c['fresh_share'][i])} of the group's accounts are under 60 days old",
+    ),
+    Indicator(
+        "group_disposable",
+        0.3,
+        lambda c: ramp(_has(c, "disposable_share"), 0.1, 0.5) * (_has(c, "size") >= 3),
+        lambda c, i: (
+            f"{_pct(c['disposable_share'][i])} of the group signed up with disposable e-mail"
+        ),
     ),
 )
 

@@ -5,11 +5,13 @@ Unsupervised: rules with documented weights (`scoring.indicators`), no labels ne
 - behaviour b (per account): noisy-OR of account indicators (extraction asks, IP rotation, ...).
 - coordination c (per cluster): noisy-OR of cluster indicators (hydra size, shared rare
   templates, shared infrastructure, synchronised activity, shared payment/device, batch sign-up).
-- cluster risk R = c * B, where B is the upper-quartile behaviour of the cluster's members: a
-  group of linked accounts is suspicious only when it is coordinated *and* behaves like an
-  extraction operation, so a company behind one NAT (coordinated, ordinary behaviour) or a
-  lone power user (unusual behaviour, no hydra) stays below the threshold. Upper quartile, not
-  mean, so cover traffic from part of the cluster does not dilute it.
+- group behaviour B (per cluster): the larger of the members' upper-quartile behaviour (not
+  the mean, so cover traffic from part of the cluster does not dilute it) and indicators on
+  the cluster's pooled traffic (extraction-ask rate, proxy rate, fresh and disposable
+  accounts): thousands of requests make rates significant that are unremarkable per account.
+- cluster risk R = B * (1 + c) / 2: behaviour decides and coordination raises confidence, so a
+  company behind one NAT (coordinated, ordinary behaviour) stays low, and a lone account
+  needs far stronger behaviour than a hydra to reach the threshold.
 - account risk = 1 - (1 - R)(1 - SOLO * b): the cluster's evidence plus the account's own.
 """
 
@@ -24,10 +26,12 @@ import pyarrow.compute as pc
 from distillguard.links.evidence import VIEW_WEIGHTS
 from distillguard.scoring.indicators import (
     ACCOUNT_INDICATORS,
+    CLUSTER_BEHAVIOUR,
     CLUSTER_INDICATORS,
     Columns,
     Indicator,
     noisy_or,
+    ramp,
 )
 
 DEFAULT_THRESHOLD = 0.5
@@ -98,6 +102,54 @@ def _internal_partner_counts(
     return out
 
 
+FRESH_DAYS = 60.0
+
+
+def _density_ratio(edges: pa.Table, index: dict[str, int], cl: np.ndarray, k: int) -> np.ndarray:
+    """Link weight per pair inside each cluster over link weight per pair in the population.
+
+    Fraudar/SliceNDice-style: a group whose members share far more (weak) evidence with each
+    other than random accounts do is improbable, even when no single link is strong.
+    """
+    a = np.fromiter((index[x] for x in edges["a"].to_pylist()), np.int64, edges.num_rows)
+    b = np.fromiter((index[x] for x in edges["b"].to_pylist()), np.int64, edges.num_rows)
+    w = edges["weight"].to_numpy()
+    n = len(cl)
+    overall = w.sum() / max(n * (n - 1) / 2, 1.0)
+    inside = cl[a] == cl[b]
+    internal = np.bincount(cl[a[inside]], weights=w[inside], minlength=k)
+    size = np.bincount(cl, minlength=k).astype(float)
+    pairs = np.maximum(size * (size - 1) / 2, 1.0)
+    return internal / pairs / max(overall, 1e-12)
+
+
+def _cluster_rates(cl: np.ndarray, cols: Columns, k: int) -> Columns:
+    """Request-weighted rates over a cluster's traffic, and shares of its members."""
+    req = np.nan_to_num(cols["requests"].astype(float))
+    total = np.maximum(np.bincount(cl, weights=req, minlength=k), 1.0)
+    size = np.bincount(cl, minlength=k).astype(float)
+
+    def by_requests(x: np.ndarray) -> np.ndarray:
+        return np.bincount(cl, weights=np.nan_to_num(x.astype(float)) * req, minlength=k) / total
+
+    def by_members(x: np.ndarray) -> np.ndarray:
+        return np.bincount(cl, weights=x.astype(float), minlength=k) / size
+
+    asks = np.nanmax(
+        np.vstack([cols[c] for c in ("cot_share", "rubric_share", "censor_share",
+                                     "train_shaped_share")]).astype(float),
+        axis=0,
+    )  # fmt: skip
+    age = np.nan_to_num(cols["age_days"].astype(float), nan=1e6)
+    return {
+        "requests": total,
+        "extraction_rate": by_requests(asks),
+        "proxy_rate": by_requests(cols["proxy_share"]),
+        "fresh_share": by_members(age < FRESH_DAYS),
+        "disposable_share": by_members(np.nan_to_num(cols["disposable"].astype(float))),
+    }
+
+
 def _cluster_evidence(cl: np.ndarray, partners: dict[str, np.ndarray]) -> Columns:
     """Per cluster: size and the share of members linked inside it by each kind of evidence."""
     k = cl.max() + 1 if len(cl) else 0
@@ -122,6 +174,39 @@ def _cluster_evidence(cl: np.ndarray, partners: dict[str, np.ndarray]) -> Column
         "content_partners": mean_of(partners["content"]),
         "network_partners": mean_of(partners["network"]),
     }
+
+
+FIT_LO, FIT_HI = 0.02, 0.12
+STRONG_LINK = 0.5
+
+
+def own_evidence(cols: Columns) -> np.ndarray:
+    """The account's own share of extraction-specific traffic: asks, proxies, rotation, e-mail."""
+    parts = [
+        cols[c].astype(float)
+        for c in ("cot_share", "rubric_share", "censor_share", "train_shaped_share",
+                  "proxy_share", "home_ips_per_request", "disposable")
+    ]  # fmt: skip
+    return np.nan_to_num(np.nanmax(np.vstack(parts), axis=0))
+
+
+def _fit(cols: Columns, edges: pa.Table, ids: list[str], cl: np.ndarray) -> np.ndarray:
+    """How much of its cluster's risk an account inherits, in [0, 1].
+
+    A community can sweep in bystanders that share a few sentences or a campus subnet with a
+    campaign. An account inherits the cluster's risk only as far as it shows extraction-specific
+    evidence itself, or is strongly linked to a member that does: cover accounts of a hydra are
+    strongly linked to its working accounts; a benchmark team next to it is not.
+    """
+    own = own_evidence(cols)
+    index = {k: i for i, k in enumerate(ids)}
+    a = np.fromiter((index[x] for x in edges["a"].to_pylist()), np.int64, edges.num_rows)
+    b = np.fromiter((index[x] for x in edges["b"].to_pylist()), np.int64, edges.num_rows)
+    strong = (cl[a] == cl[b]) & (edges["weight"].to_numpy() >= STRONG_LINK)
+    via = own.copy()
+    np.maximum.at(via, a[strong], own[b[strong]])
+    np.maximum.at(via, b[strong], own[a[strong]])
+    return ramp(via, FIT_LO, FIT_HI)
 
 
 def _upper_quartile_by(cl: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
@@ -169,11 +254,17 @@ def score(
     partners = _internal_partner_counts(edges, cluster_of, ids)
     ccols = _cluster_evidence(cl, partners)
     k = len(ccols["size"])
+    ccols["density_ratio"] = _density_ratio(edges, {x: i for i, x in enumerate(ids)}, cl, k)
+    ccols.update(_cluster_rates(cl, cols, k))
     coordination, c_contrib = noisy_or(CLUSTER_INDICATORS, ccols, k)
-    cluster_behaviour = _upper_quartile_by(cl, behaviour, k)
-    cluster_risk = coordination * cluster_behaviour
+    group_behaviour, g_contrib = noisy_or(CLUSTER_BEHAVIOUR, ccols, k)
+    cluster_behaviour = np.maximum(_upper_quartile_by(cl, behaviour, k), group_behaviour)
+    # Behaviour decides; coordination raises confidence (a lone account gets half weight).
+    cluster_risk = cluster_behaviour * (0.5 + 0.5 * coordination)
+    c_contrib = np.hstack([c_contrib, g_contrib * coordination[:, None]])
 
-    risk = 1.0 - (1.0 - cluster_risk[cl]) * (1.0 - SOLO_WEIGHT * behaviour)
+    fit = _fit(cols, edges, ids, cl)
+    risk = 1.0 - (1.0 - cluster_risk[cl] * fit) * (1.0 - SOLO_WEIGHT * behaviour)
     boost_reasons: dict[str, str] = {}
     if boosts is not None and boosts.num_rows:
         risk, boost_reasons = _apply_boosts(risk, ids, boosts, threshold)
