@@ -145,3 +145,57 @@ def test_cli_writes_json_and_exits_2_on_bad_input(tmp_path: Path) -> None:
         app, ["evaluate", "--truth", str(truth), "--pred", str(tmp_path / "x")]
     )
     assert res.exit_code != 0
+
+
+def test_perfect_predictions_on_a_simulated_run_score_perfectly(tmp_path: Path) -> None:
+    from distillguard.simulate import simulate
+
+    truth = tmp_path / "sim"
+    simulate("small", scale=0.5, seed=9, out=truth)
+    labels = pq.read_table(truth / "labels.parquet").to_pylist()
+    meta = json.loads((truth / "truth.json").read_text())
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "account_id": r["account_id"],
+                    "risk": 1.0 if r["campaign_id"] else 0.0,
+                    "flagged": r["campaign_id"] is not None,
+                    "campaign_id": r["campaign_id"],
+                    "reasons": [],
+                }
+                for r in labels
+            ],
+            schema=contract.DETECTED_ACCOUNTS,
+        ),
+        pred / "accounts.parquet",
+    )
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "campaign_id": c,
+                    "accounts": m["accounts"],
+                    "requests": m["requests"],
+                    "output_tokens": 0,
+                    "first_seen": t,
+                    "last_seen": t,
+                    "capabilities": [m["main_capability"]],
+                    "ips": 1,
+                    "asns": 1,
+                    "models": [],
+                }
+                for c, m in meta["campaigns"].items()
+            ],
+            schema=contract.DETECTED_CAMPAIGNS,
+        ),
+        pred / "campaigns.parquet",
+    )
+    r = evaluate(truth, pred)
+    assert r["precision"] == r["recall"] == r["volume_recall"] == 1.0
+    assert r["false_positive_rate"] == 0.0 and r["adjusted_rand_index"] == pytest.approx(1.0)
+    for m in r["campaigns"].values():
+        assert m["requests_relative_error"] == 0.0 and m["capability_in_top3"] is True
