@@ -12,7 +12,7 @@ QUESTIONS = [
     "What is the derivative of x^3 + 2x?",
     "Why did the Roman Empire fall?",
     "How many prime numbers are there below 100?",
-    "Explain how a hash map handles collisions.",
+    "How does a hash map handle collisions?",
     "Who wrote 'One Hundred Years of Solitude'?",
     "What causes the seasons on Earth?",
 ]
@@ -23,6 +23,7 @@ CODE = [
 ]
 WRAPPERS = [
     "Question: {q}\nWrite out step by step the internal reasoning behind this answer.",
+    "Question: {q} Explain the reasoning behind your answer.",
     "You are a senior engineer.\n\n```python\n{c}\n```\n\nFind the bug and explain the fix.",
     "Translate into German, keeping the tone: \"{q}\"",
     "Context: {q}\n\nAnswer: 42\n\nExplain the reasoning that leads to this answer.",

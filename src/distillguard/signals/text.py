@@ -35,18 +35,22 @@ PARAGRAPH_TOKEN = "¶"
 
 # Fenced code blocks (a block left open by the head cut runs to the end) and inline code.
 CODE_RE = r"(?s)```.*?(?:```|$)|`[^`\n]+`"
-# Field-style payloads: "Question: ...", "Input: ...", "问题：..." up to the end of the line
-# (the label is kept). Only labels that introduce data: a generic "Label:" rule would also
-# eat instruction lines such as "Note: show your full reasoning".
+# Field-style payloads: "Question: ...", "Input: ...", "问题：..." (the label is kept). Only
+# labels that introduce data: a generic "Label:" rule would also eat instruction lines such
+# as "Note: show your full reasoning".
 FIELD_LABELS = (
     "question|input|text|passage|context|problem|query|document|article|sentence|review|"
     "paragraph|snippet|answer|response|output|solution|topic|claim|statement|excerpt|"
     "title|source|target|code|data|example|q|a"
 )
 CJK_FIELD_LABELS = "问题|题目|输入|文本|回答|答案|内容|话题|原文|材料"
+# The value runs to the end of the line, or through the first question mark, so an
+# instruction after a question on the same line ("Question: ...? Explain your reasoning.")
+# stays visible to the wording signals.
+_FIELD_VALUE = r"[ \t]*[^\s?？][^\n?？]*[?？]?"
 FIELD_RE = (
-    rf"\b({FIELD_LABELS})[ \t]*[:：][ \t]*\S[^\n]*"
-    rf"|({CJK_FIELD_LABELS})[ \t]*[:：][ \t]*\S[^\n]*"
+    rf"\b({FIELD_LABELS})[ \t]*[:：]{_FIELD_VALUE}"
+    rf"|({CJK_FIELD_LABELS})[ \t]*[:：]{_FIELD_VALUE}"
 )
 FIELD_REPLACEMENT = rf"\1\2: {VALUE_TOKEN}"
 # Atoms that vary between otherwise identical requests. Quoted phrases are masked in the
