@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from distillguard.clusters.leiden import communities
+from distillguard.clusters.leiden import MIN_EDGE_WEIGHT, communities
 
 
 def _clique(prefix: str, n: int, w: float) -> list[tuple[str, str, float]]:
@@ -25,7 +25,7 @@ def test_two_groups_and_a_weak_bridge_give_two_communities():
 
 
 def test_weak_edges_do_not_shape_communities():
-    rows = _clique("x", 5, 0.2)  # below the minimum edge weight
+    rows = _clique("x", 5, MIN_EDGE_WEIGHT / 2)  # below the minimum edge weight
     ids = pa.array([f"x{i:02d}" for i in range(5)])
     c = communities(ids, _edges(rows))
     assert len(set(c["cluster"].to_pylist())) == 5

@@ -7,6 +7,7 @@ from distillguard.clusters.leiden import communities
 from distillguard.fingerprints.account import account_fingerprints
 from distillguard.links.evidence import evidence
 from distillguard.links.graph import account_order, edges
+from distillguard.links.twins import twin_edges, with_twins
 from distillguard.scoring.risk import DEFAULT_THRESHOLD, score
 from tests.enriched_factory import enriched
 
@@ -28,7 +29,7 @@ def scored() -> pa.Table:
     e = be.create_table("e", table)
     fp = account_fingerprints(e).to_pyarrow()
     order = be.create_table("o", account_order(fp["account_id"]))
-    g = edges(evidence(e, None), order, fp.num_rows).to_pyarrow()
+    g = with_twins(edges(evidence(e, None), order, fp.num_rows).to_pyarrow(), twin_edges(fp))
     return score(fp, g, communities(fp["account_id"], g)).accounts
 
 

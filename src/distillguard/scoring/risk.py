@@ -71,6 +71,13 @@ LINK_VIEWS = {
 }
 
 
+def _edge_column(edges: pa.Table, name: str) -> np.ndarray:
+    """A per-view edge column; a view the run did not compute counts as no evidence."""
+    if name not in edges.column_names:
+        return np.zeros(edges.num_rows)
+    return edges[name].to_numpy()
+
+
 def _internal_partner_counts(
     edges: pa.Table, cluster_of: dict[str, int], ids: list[str]
 ) -> dict[str, np.ndarray]:
@@ -82,7 +89,7 @@ def _internal_partner_counts(
     internal = cl[a] == cl[b]
     out: dict[str, np.ndarray] = {}
     for name, views in LINK_VIEWS.items():
-        weight = sum(edges[v].to_numpy() for v in views)
+        weight = sum(_edge_column(edges, v) for v in views)
         has = internal & (weight >= LINK_MIN[name])
         out[name] = np.bincount(a[has], minlength=len(ids)) + np.bincount(
             b[has], minlength=len(ids)
@@ -90,9 +97,9 @@ def _internal_partner_counts(
     # Template overlap of the pair: exact templates, or paraphrase bands for reworded ones.
     overlap = np.maximum.reduce(
         [
-            edges["w_template"].to_numpy(),
-            edges["w_wrapper"].to_numpy() / VIEW_WEIGHTS["wrapper"],
-            edges["w_sentence"].to_numpy() / VIEW_WEIGHTS["sentence"],
+            _edge_column(edges, "w_template"),
+            _edge_column(edges, "w_wrapper") / VIEW_WEIGHTS["wrapper"],
+            _edge_column(edges, "w_sentence") / VIEW_WEIGHTS["sentence"],
         ]
     )
     best = np.zeros(len(ids))
