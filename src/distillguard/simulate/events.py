@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from distillguard import contract
 from distillguard.simulate.accounts import DAY_MS, HOUR_MS, N_ORDERS, PersonaAccounts
 from distillguard.simulate.calibration import token_params, tokens_per_image
-from distillguard.simulate.scenario import Scenario
+from distillguard.simulate.scenario import Persona, Scenario
 from distillguard.simulate.text import hex_ids, ints_to_str, join, library, scramble, sentence
 
 # Relative activity by local hour: people chat in the evening, office tools run 9 to 6.
@@ -471,7 +471,7 @@ def _prompts(
     return _benchmark(pa_.template[acct], caps, rng)
 
 
-def _status(p, caps: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+def _status(p: Persona, caps: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
     refuse = p.refusal_rate * np.where(caps == CAPS.index("sensitive"), 6.0, 1.0)
     u = rng.random(n)
     status = np.zeros(n, np.int64)
