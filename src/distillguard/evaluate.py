@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 import typer
 from rich.console import Console
 from rich.table import Table
-from sklearn.metrics import adjusted_rand_score
 
 from distillguard.errors import UserError
 
@@ -135,6 +134,8 @@ def _ari(
     attacker: np.ndarray,
     ids: list[str],
 ) -> float | None:
+    from sklearn.metrics import adjusted_rand_score  # slow import: only when used
+
     idx = np.flatnonzero(attacker)
     if len(idx) < 2:
         return None
