@@ -40,8 +40,10 @@ def make_config(tmp: Path, **sections: dict[str, Any]) -> ServeConfig:
             ]
         },
         "state": {"path": str(tmp / "state.db")},
-        "signals": {"inline": True},
-        "analysis": {"interval_s": 0, "min_accounts": 2},
+        # In-thread helpers: a spawned helper process per test would cost seconds each; the
+        # real-process tests (test_process, test_otel) run the default helper processes.
+        "signals": {"inline": True, "process": False},
+        "analysis": {"interval_s": 0, "min_accounts": 2, "process": False},
     }
     for name, values in sections.items():
         overrides[name] = {**overrides.get(name, {}), **values}

@@ -31,7 +31,6 @@ from distillguard.serve.analysis import (
     VERDICTS_KEY,
     AnalysisResult,
     alert_pending,
-    analyse,
     recent_enriched,
     reconcile,
     window_start_hb,
@@ -41,6 +40,7 @@ from distillguard.serve.decide import Policy, decide, encode
 from distillguard.serve.features import (
     MS_PER_HOUR,
     event_deltas,
+    from_ipc,
     request_rows,
     signal_deltas,
     to_ipc,
@@ -48,6 +48,7 @@ from distillguard.serve.features import (
 from distillguard.serve.metrics import Metrics
 from distillguard.serve.store import Commit, SqliteStore, Store, Windows
 from distillguard.serve.validate import EventValidator, Rejected
+from distillguard.serve.workers import Worker, analyse_ipc, signals_ipc
 from distillguard.signals import compute_signals
 
 log = logging.getLogger("distillguard.serve")
@@ -125,6 +126,8 @@ class Service:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._signal_worker = Worker(bool(cfg.get("signals", "process")))
+        self._analysis_worker = Worker(bool(cfg.get("analysis", "process")))
         clock = self.store.get_kv("clock")
         self.clock_ms = int(clock) if clock else 0
         saved = self.store.get_kv(VERDICTS_KEY)
@@ -132,6 +135,7 @@ class Service:
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        self._signal_worker.start()
         if not self.inline_signals:
             self._spawn("dg-signals", self._signal_loop)
         if float(self.cfg.get("analysis", "interval_s")) > 0:
@@ -150,6 +154,8 @@ class Service:
             t.join(timeout=30)
         self._threads.clear()
         self.flush_signals()
+        self._signal_worker.stop()
+        self._analysis_worker.stop()
         self.store.close()
 
     # ----------------------------------------------------------------------------- ingest
@@ -377,7 +383,7 @@ class Service:
             return 0
         rows = pa.concat_tables([r for r, _ in pending])
         events = pa.concat_tables([e for _, e in pending])
-        signals = pa.Table.from_batches([compute_signals(_as_batch(events))])
+        signals = from_ipc([self._signal_worker.run(signals_ipc, to_ipc(events))])
         buckets, keys = signal_deltas(rows, signals)
         hb = int(pc.max(rows["hb"]).as_py())
         self.store.commit(
@@ -405,8 +411,9 @@ class Service:
                 a["min_accounts"]
             ):
                 return None
-            result = analyse(
-                enriched, float(self.cfg.get("decisions", "flag_threshold")), self.clock_ms
+            threshold = float(self.cfg.get("decisions", "flag_threshold"))
+            result = AnalysisResult.from_json(
+                self._analysis_worker.run(analyse_ipc, to_ipc(enriched), threshold, self.clock_ms)
             )
             raw = self.store.get_kv(REGISTRY_KEY)
             registry = json.loads(raw) if raw else {}

@@ -1,0 +1,100 @@
+"""CPU-heavy work in a helper process, so it does not hold the request path's GIL.
+
+Request signals (regular expressions, MinHash) and the background analysis (ibis compilation,
+Leiden) run mostly Python-side; in a thread of the server they would stall the event loop and
+the request path for tens to thousands of milliseconds. Each kind gets its own single-process
+pool (spawned, so no lock held by a server thread is inherited). Tables cross the process
+boundary as Arrow IPC bytes through a pipe: prompt text never touches the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import pyarrow as pa
+
+log = logging.getLogger("distillguard.serve")
+
+
+def _read(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
+def signals_ipc(data: bytes) -> bytes:
+    """compute_signals over an events table given and returned as Arrow IPC."""
+    from distillguard.serve.features import to_ipc
+    from distillguard.signals import compute_signals
+
+    events = _read(data).combine_chunks()
+    batch = events.to_batches(max_chunksize=events.num_rows)[0]
+    return to_ipc(pa.Table.from_batches([compute_signals(batch)]))
+
+
+def analyse_ipc(data: bytes, flag_threshold: float, at_ms: int) -> bytes:
+    """`analysis.analyse` over an enriched table in Arrow IPC; the result as JSON bytes."""
+    from distillguard.serve.analysis import analyse
+
+    return analyse(_read(data), flag_threshold, at_ms).to_json()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Helper-side watchdog: a killed server (kill -9) must not leave its helper behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _warm() -> bool:
+    import distillguard.signals  # noqa: F401  (import cost paid before the first batch)
+
+    return True
+
+
+class Worker:
+    """One helper process; recreated if it dies. `enabled=False` runs calls in-thread."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=ctx,
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+            self._pool.submit(_warm)
+        return self._pool
+
+    def start(self) -> None:
+        if self.enabled:
+            self._get()
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        if not self.enabled:
+            return fn(*args)
+        try:
+            return self._get().submit(fn, *args).result()
+        except BrokenProcessPool:
+            log.warning("helper process died; starting a new one")
+            self._pool = None
+            return self._get().submit(fn, *args).result()
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
