@@ -1,6 +1,6 @@
 """Detection quality on held-out seeds, side by side with three naive baselines.
 
-    .venv/bin/python bench/quality.py [--seeds 101 102] [--scenarios seed-report evasive benign-only]
+    .venv/bin/python bench/quality.py [--seeds 101 102] [--scenarios seed-report evasive ...]
 
 Seeds used while tuning thresholds and weights: 1, 2, 3 (see docs/benchmarks.md). The default seeds
 here were never used for tuning. Prints a Markdown table and writes bench/out/quality.json.
@@ -12,6 +12,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from distillguard.baselines import BASELINES
 from distillguard.evaluate import evaluate
@@ -45,8 +47,9 @@ def _detect(sim: Path) -> tuple[Path, float]:
     return pred, time.perf_counter() - start
 
 
-def _row(name: str, scenario: str, seed: int, m: dict) -> dict:
-    return {"detector": name, "scenario": scenario, "seed": seed, **m}
+def _row(name: str, scenario: str, seed: int, pred: Path, m: dict) -> dict:
+    reported = pq.read_metadata(pred / "campaigns.parquet").num_rows
+    return {"detector": name, "scenario": scenario, "seed": seed, "reported": reported, **m}
 
 
 def run(scenarios: list[str], seeds: list[int], scale: float | None) -> list[dict]:
@@ -55,34 +58,44 @@ def run(scenarios: list[str], seeds: list[int], scale: float | None) -> list[dic
         for seed in seeds:
             sim = _sim(scenario, seed, scale)
             pred, secs = _detect(sim)
-            rows.append(_row("distillguard", scenario, seed, evaluate(sim, pred)) | {"secs": secs})
+            rows.append(_row("distillguard", scenario, seed, pred, evaluate(sim, pred)))
+            rows[-1]["secs"] = round(secs, 1)
             for name, baseline in BASELINES.items():
                 out = sim.parent / f"baseline-{name}"
                 baseline(sim / "events.parquet", out)
-                rows.append(_row(name, scenario, seed, evaluate(sim, out)))
+                rows.append(_row(name, scenario, seed, out, evaluate(sim, out)))
     return rows
+
+
+def _campaign_cells(r: dict) -> tuple[str, str, str]:
+    camps = r.get("campaigns") or {}
+    if not camps:
+        return "-", "-", "-"
+    whole = sum(1 for c in camps.values() if c["best_match_share"] >= 0.95)
+    errs = [c["requests_relative_error"] for c in camps.values()]
+    err = max(errs) if errs and None not in errs else float("nan")
+    caps = sum(1 for c in camps.values() if c.get("capability_in_top3"))
+    return f"{whole}/{len(camps)}", f"{err:.3f}", f"{caps}/{len(camps)}"
 
 
 def markdown(rows: list[dict]) -> str:
     head = (
         "| scenario | seed | detector | precision | recall | F1 | benign FPR | worst persona FPR "
-        "| volume recall | campaigns found (>=95% in one) | max request error |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| volume recall | ARI | campaigns whole (>=95%) | max request error | main cap in top 3 "
+        "| campaigns reported |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
-        acc = r.get("accounts", {})
-        per = r.get("benign_fpr_by_persona", {}) or {}
-        worst = max(per.values()) if per else 0.0
-        camps = r.get("campaigns", {}) or {}
-        whole = sum(1 for c in camps.values() if c.get("best_match_share", 0) >= 0.95)
-        errs = [abs(c["request_count_rel_error"]) for c in camps.values()
-                if c.get("request_count_rel_error") is not None]
+        per = r.get("fpr_by_persona") or {}
+        worst = max(per.items(), key=lambda kv: kv[1]) if per else ("-", 0.0)
+        whole, err, caps = _campaign_cells(r)
         lines.append(
-            f"| {r['scenario']} | {r['seed']} | {r['detector']} | {acc.get('precision', 0):.4f} "
-            f"| {acc.get('recall', 0):.4f} | {acc.get('f1', 0):.4f} | {r.get('benign_fpr', 0):.5f} "
-            f"| {worst:.4f} | {r.get('volume_recall', 0):.4f} | {whole}/{len(camps)} "
-            f"| {max(errs) if errs else float('nan'):.3f} |"
+            f"| {r['scenario']} | {r['seed']} | {r['detector']} | {r['precision']:.4f} "
+            f"| {r['recall']:.4f} | {r['f1']:.4f} | {r['false_positive_rate']:.5f} "
+            f"| {worst[1]:.4f} ({worst[0]}) | {r['volume_recall']:.4f} "
+            f"| {r.get('adjusted_rand_index') or 0:.3f} | {whole} | {err} | {caps} "
+            f"| {r['reported']} |"
         )
     return head + "\n".join(lines)
 

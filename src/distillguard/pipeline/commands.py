@@ -15,7 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from distillguard.scoring.risk import DEFAULT_THRESHOLD
+from distillguard.scoring import DEFAULT_THRESHOLD
 
 console = Console(stderr=True)
 

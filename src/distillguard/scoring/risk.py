@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard.links.evidence import VIEW_WEIGHTS
+from distillguard.scoring import DEFAULT_THRESHOLD
 from distillguard.scoring.indicators import (
     ACCOUNT_INDICATORS,
     CLUSTER_BEHAVIOUR,
@@ -34,7 +35,6 @@ from distillguard.scoring.indicators import (
     ramp,
 )
 
-DEFAULT_THRESHOLD = 0.5
 SOLO_WEIGHT = 0.55  # an unlinked account's own behaviour alone tops out just above 0.5
 MAX_REASONS = 6
 
