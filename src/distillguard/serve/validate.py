@@ -76,6 +76,8 @@ class IpCache:
 
 
 def _np_bool(arr: pa.Array) -> np.ndarray:
+    if pa.types.is_boolean(arr.type) and arr.null_count == 0 and arr.true_count == len(arr):
+        return np.ones(len(arr), dtype=bool)  # the common all-valid case, without a copy-out
     if arr.null_count:
         arr = arr.fill_null(False)
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
@@ -327,8 +329,9 @@ class EventValidator:
             if rule.required:
                 checks.insert(0, (~present, "missing_field"))
             for mask, reason in checks:  # the first broken rule of a row is reported
-                for i in np.flatnonzero(mask):
-                    first.setdefault(int(i), (rule.name, reason))
+                if mask.any():
+                    for i in np.flatnonzero(mask):
+                        first.setdefault(int(i), (rule.name, reason))
             columns[rule.name] = arr
         ids = columns["request_id"]
         rejected = [
