@@ -641,23 +641,42 @@ def _networks(
         return (off_shared + start).astype(np.int64), cnt.astype(np.int64), shared[start]
     # proxy_pool: one pool per campaign persona; accounts rotate through overlapping sticky windows
     size = max(20, math.ceil(p.proxy_pool * scale))
+    window = max(1, min(size, p.proxy_sticky))
+    if p.proxy_match_country:
+        # careful operators rent exits in each account's declared country: one sub-pool per
+        # country, sized by its accounts, and every account's window stays inside its own
+        names, per = np.unique(countries.astype(str), return_counts=True)
+        sizes = np.maximum(window, np.round(size * per / n).astype(np.int64))
+        parts = [_proxy_addrs(p, rng, int(k), str(c)) for c, k in zip(names, sizes, strict=True)]
+        addrs = np.concatenate([a for a, _ in parts])
+        resid = np.concatenate([r for _, r in parts])
+        seg_off = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        ci = np.searchsorted(names, countries.astype(str))
+        start = seg_off[ci] + np.floor(rng.random(n) * (sizes[ci] - window + 1)).astype(np.int64)
+    else:
+        addrs, resid = _proxy_addrs(p, rng, size, None)
+        start = rng.integers(0, len(addrs) - window + 1, n)
+    if len(resid):
+        proxy_flags.append(resid[rng.random(len(resid)) < 0.25])
+    base = pools.add(addrs)
+    signup = addrs[start + rng.integers(0, window, n)]
+    return (base + start).astype(np.int64), np.full(n, window, np.int64), signup
+
+
+def _proxy_addrs(
+    p: Persona, rng: np.random.Generator, size: int, country: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A proxy pool of `size` exits with the persona's kind mix; also its residential exits."""
     kinds = _pick(rng, p.proxy_kinds, size)
     addrs = np.zeros(size, np.uint32)
     for kind in np.unique(kinds):
         m = kinds == kind
-        src = "residential" if kind == "residential" else kind
-        if kind == "mobile":
-            addrs[m] = network.pool("mobile").draw(rng, int(m.sum()))
-        else:
-            addrs[m] = network.pool(src).draw(rng, int(m.sum()))
-    resid = addrs[kinds == "residential"]
-    if len(resid):
-        proxy_flags.append(resid[rng.random(len(resid)) < 0.25])
-    base = pools.add(addrs)
-    window = max(1, min(size, p.proxy_sticky))
-    start = rng.integers(0, size - window + 1, n)
-    signup = addrs[rng.integers(0, size, n)]
-    return (base + start).astype(np.int64), np.full(n, window, np.int64), signup
+        local = country if kind in ("residential", "mobile") else None
+        src = str(kind)
+        if local is not None and not (network.pool(src).countries == local).any():
+            src = "residential"  # no carrier block listed for that country: home broadband
+        addrs[m] = network.pool(src).draw(rng, int(m.sum()), local)
+    return addrs, addrs[kinds == "residential"]
 
 
 def _campus_addrs(rng: np.random.Generator, cnt_g: np.ndarray) -> np.ndarray:

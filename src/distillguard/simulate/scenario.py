@@ -58,6 +58,7 @@ class Persona:
     proxy_pool: int = 0  # size of a shared proxy pool (attackers), at scale 1.0
     proxy_kinds: dict[str, float] = field(default_factory=lambda: {"datacenter": 1.0})
     proxy_sticky: int = 30  # proxy IPs one account rotates through
+    proxy_match_country: bool = False  # residential/mobile exits in the declared country
     ua: str = "sdk_mix"
     tiers: dict[str, float] = field(default_factory=lambda: {"free": 0.6, "pro": 0.4})
     email: str = "consumer"
