@@ -205,3 +205,28 @@ def test_home_users_never_come_from_datacenters_and_attackers_do(seed_report_run
     assert not in_hosting(np.array(as_int["chat_user"])).any()
     assert not in_hosting(np.array(as_int["corporate_nat"])).any()
     assert in_hosting(np.array(as_int["campaign_a"])).mean() > 0.5  # datacenter/VPN proxies
+
+
+def test_evasive_proxies_exit_in_the_declared_country() -> None:
+    from distillguard.simulate.accounts import SharedPools, build_persona_accounts
+    from distillguard.simulate.engine import _seq
+    from distillguard.simulate.network import pool
+
+    isp = [pool("residential"), pool("mobile")]
+    starts = np.concatenate([x.starts for x in isp]).astype(np.int64)
+    ends = np.concatenate([x.ends for x in isp]).astype(np.int64)
+    countries = np.concatenate([x.countries for x in isp])
+    sc = load_scenario("evasive")
+    p = next(p for p in sc.personas if p.name == "campaign_a")
+    pools = SharedPools.create(_seq(1), 1000)
+    acc = build_persona_accounts(sc, p, 0, 0.05, _seq(4), pools, [], account_salt=1)
+    flat = pools.flat().astype(np.int64)
+    declared = np.array(acc.table["country"].to_pylist())
+    checked = 0
+    for a in range(len(declared)):
+        for ip in flat[acc.ip_off[a] : acc.ip_off[a] + acc.ip_cnt[a]]:
+            hit = np.flatnonzero((starts <= ip) & (ends >= ip))
+            assert len(hit) == 1
+            assert countries[hit[0]] == declared[a]
+            checked += 1
+    assert checked > 500
