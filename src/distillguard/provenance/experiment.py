@@ -64,6 +64,7 @@ class ExperimentConfig:
     save_dir: str | None = None  # keep the trained models (TinyLM files) for later tests
     teacher_path: str | None = None  # reuse a saved teacher (its corpus settings must match)
     student_d_model: int | None = None  # default: same as the teacher
+    student_tied: bool = True  # False: untied output layer for the students
 
 
 @dataclass
@@ -129,7 +130,12 @@ def run_experiment(
             teacher, train_ids, vocab.pad_id, cfg.teacher_epochs, lr=cfg.lr, seed=cfg.seed
         )
     student_cfg = TinyLMConfig(
-        len(vocab), cfg.student_d_model or cfg.d_model, cfg.n_layers, max_len=64, arch=cfg.arch
+        len(vocab),
+        cfg.student_d_model or cfg.d_model,
+        cfg.n_layers,
+        max_len=64,
+        arch=cfg.arch,
+        tie_embeddings=cfg.student_tied,
     )
     clock["teacher"] = time.perf_counter() - t0
     if cfg.save_dir:

@@ -32,6 +32,7 @@ class TinyLMConfig:
     max_len: int = 64
     dropout: float = 0.0
     arch: str = "gru"  # "gru" (fast incremental sampling on CPU) or "transformer"
+    tie_embeddings: bool = True  # False: a separate output layer (more capacity to memorise)
 
 
 class TinyLM(nn.Module):
@@ -57,17 +58,22 @@ class TinyLM(nn.Module):
             )
             self.blocks = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.d_model)
+        self.head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.norm(h)
+        return h @ self.tok.weight.T if self.head is None else self.head(h)
 
     def step(self, last: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """GRU only: logits (B, V) for the next token after `last` (B,), and the new state."""
         out, state = self.rnn(self.tok(last)[:, None, :], state)
-        return self.norm(out[:, 0]) @ self.tok.weight.T, state
+        return self._logits(out[:, 0]), state
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T) -> next-token logits (B, T, V)."""
         if self.config.arch == "gru":
             out, _ = self.rnn(self.tok(ids))
-            return self.norm(out) @ self.tok.weight.T
+            return self._logits(out)
         t = ids.shape[1]
         if t > self.config.max_len:
             ids = ids[:, -self.config.max_len :]
@@ -75,7 +81,7 @@ class TinyLM(nn.Module):
         x = self.tok(ids) + self.pos(torch.arange(t, device=ids.device))[None]
         mask = nn.Transformer.generate_square_subsequent_mask(t, device=ids.device)
         x = self.blocks(x, mask=mask, is_causal=True)
-        return self.norm(x) @ self.tok.weight.T
+        return self._logits(x)
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, max_len: int) -> np.ndarray:
