@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from distillguard.simulate.engine import simulate
@@ -29,9 +29,9 @@ def simulate_command(
     console = Console(stderr=True)
     sc = load_scenario(scenario)
     with Progress(
-        TextColumn(f"simulating {sc.name}"),
+        TextColumn(f"simulating {sc.name} (generate, then time-sort)"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
         console=console,
         transient=True,

@@ -73,9 +73,10 @@ class TimeBuckets:
                     )
                 self.writers[b].write_table(table.take(pa.array(order[lo:hi])))
 
-    def merge_sorted(self, path: Path) -> None:
+    def merge_sorted(self, path: Path, progress: Callable[[int], None] | None = None) -> None:
         for w in self.writers.values():
             w.close()
+        written = 0
         with pq.ParquetWriter(path, contract.EVENTS, **PARQUET_OPTS) as out:
             for b in sorted(self.writers):
                 spill = self.root / f"b{b:05d}.arrow"
@@ -83,8 +84,11 @@ class TimeBuckets:
                     part = pa.ipc.open_file(src).read_all()
                 keys = [("timestamp", "ascending"), ("request_id", "ascending")]
                 out.write_table(part.take(pc.sort_indices(part, keys)), row_group_size=ROW_GROUP)
+                written += part.num_rows
                 del part
                 spill.unlink()
+                if progress:
+                    progress(written)
         self.writers = {}
 
     def cleanup(self) -> None:
@@ -204,9 +208,12 @@ def simulate(
                 )
                 done += int(seg.n.sum())
             buckets.add(pa.concat_tables(parts))
-            if progress:
-                progress(done, total)
-        buckets.merge_sorted(out / "events.parquet")
+            if progress:  # generation is the first half of the work, the sorted write the second
+                progress(done, 2 * total)
+        buckets.merge_sorted(
+            out / "events.parquet",
+            (lambda rows: progress(total + rows, 2 * total)) if progress else None,
+        )
     finally:
         buckets.cleanup()
     _write_truth(out, sc, personas, seed, scale)
