@@ -117,15 +117,19 @@ class Service:
         self.inline_signals = bool(cfg.get("signals", "inline"))
         self.store_text = bool(cfg.get("state", "store_prompts"))
         self._ingest_lock = threading.Lock()
-        self._group_lock = threading.Lock()
+        self._group_cond = threading.Condition()
         self._group: list[_Pending] = []
-        self._committing = False
+        self._closing = False
         self._analysis_lock = threading.Lock()
         self._queue: list[tuple[pa.Table, pa.Table]] = []
         self._queued = 0
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._commit_thread = threading.Thread(
+            target=self._committer, name="dg-commit", daemon=True
+        )
+        self._commit_thread.start()
         self._signal_worker = Worker(bool(cfg.get("signals", "process")))
         self._analysis_worker = Worker(bool(cfg.get("analysis", "process")))
         clock = self.store.get_kv("clock")
@@ -153,6 +157,10 @@ class Service:
         for t in self._threads:
             t.join(timeout=30)
         self._threads.clear()
+        with self._group_cond:
+            self._closing = True
+            self._group_cond.notify_all()
+        self._commit_thread.join(timeout=30)
         self.flush_signals()
         self._signal_worker.stop()
         self._analysis_worker.stop()
@@ -229,19 +237,16 @@ class Service:
     def ingest(self, table: pa.Table) -> bytes:
         """Decide and persist a validated contract table; the JSON body of the response.
 
-        Group commit: concurrent calls queue their tables; whichever finds no commit running
-        becomes the leader and processes everything queued as one batch (one transaction, one
-        fsync), until the queue is empty. Under load the batches grow by themselves, so the
-        per-call fixed costs (fsync, statement and kernel overheads) are shared.
+        Group commit: callers queue their tables and one committer thread takes everything
+        queued as one batch (one transaction, one fsync). Under load the batches grow by
+        themselves, so per-commit fixed costs (fsync, statement and kernel overheads) are
+        shared, and each caller is answered as soon as its own group is done.
         """
         start = time.perf_counter()
         pending = _Pending(table)
-        with self._group_lock:
+        with self._group_cond:
             self._group.append(pending)
-            leader = not self._committing
-            self._committing = True
-        if leader:
-            self._lead()
+            self._group_cond.notify()
         pending.done.wait()
         self.metrics.observe_batch(time.perf_counter() - start)
         if pending.error is not None:
@@ -249,13 +254,14 @@ class Service:
         assert pending.body is not None
         return pending.body
 
-    def _lead(self) -> None:
+    def _committer(self) -> None:
         while True:
-            with self._group_lock:
+            with self._group_cond:
+                while not self._group and not self._closing:
+                    self._group_cond.wait()
+                if not self._group:
+                    return  # closing and drained
                 group, self._group = self._group, []
-                if not group:
-                    self._committing = False
-                    return
             try:
                 bodies = self._ingest_group([p.table for p in group])
             except BaseException as exc:  # every waiter gets the error, none hangs
