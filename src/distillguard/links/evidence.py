@@ -12,6 +12,7 @@ import ibis
 import ibis.expr.types as ir
 
 SYNC_WINDOW_MS = 15 * 60_000
+LINK_BANDS = 4
 SIGNUP_WINDOW_MS = 60 * 60_000
 
 # View name -> weight of the view in an edge. Payment and device fingerprints are strong
@@ -59,7 +60,11 @@ def request_evidence(e: ir.Table) -> ir.Table:
     The share of a wrapper band is divided by the bands per request, so one template's many
     bands count as one template, not as many independent coincidences.
     """
-    bands = e.filter(e.tpl_bands.notnull()).select("account_id", band=e.tpl_bands.unnest())
+    # Four of the sixteen paraphrase bands: enough to meet reworded wrappers across an account's
+    # many requests, at a quarter of the rows (exact templates and sentences cover the rest).
+    bands = e.filter(e.tpl_bands.notnull()).select(
+        "account_id", band=e.tpl_bands[:LINK_BANDS].unnest()
+    )
     sents = e.filter(e.sent_ids.notnull()).select("account_id", sent=e.sent_ids.unnest())
     rows = ibis.union(
         _rows(e, "ip", e.client_ip + "@" + _s(e.day)),

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pyarrow as pa
 import xxhash
 
 from distillguard.links.evidence import NETWORK_VIEWS, OVERLAP_VIEWS, VIEW_WEIGHTS, VIEWS
 
-FULL_PAIRS_MAX = 40  # groups up to this size link every pair
+FULL_PAIRS_MAX = 12  # groups up to this size link every pair
 EXPANDER_OFFSETS = tuple(2**i for i in range(16))  # i -> i + 1, 2, 4, ... (mod n)
 VIEW_CAP = 2.0  # one view cannot dominate an edge however many keys it repeats
 MAX_GROUP_SHARE = 0.5  # a key held by over half of all accounts says nothing...
@@ -53,15 +54,14 @@ def _pair_weight(
 
 
 def keyed_members(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
-    """Evidence rows of shared keys with group size, key weight and position in the group."""
+    """Evidence rows of shared keys, by integer account position `ord`, with group size `n`."""
     sizes = ev.group_by(["view", "key"]).aggregate(n=ev.count())
     limit = total_accounts
     if total_accounts >= MIN_POPULATION_FOR_SHARE:
         limit = int(total_accounts * MAX_GROUP_SHARE)
     sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= limit))
     m = ev.join(sizes, ["view", "key"]).join(order, "account_id")
-    w = ibis.window(group_by=["view", "key"], order_by="ord")
-    return m.mutate(pos=ibis.row_number().over(w))
+    return m.select("ord", "view", "key", "share", "n")
 
 
 def _full_pairs(m: ir.Table, total_accounts: int) -> ir.Table:
@@ -69,30 +69,23 @@ def _full_pairs(m: ir.Table, total_accounts: int) -> ir.Table:
     r = small.view()
     j = small.join(r, [small["view"] == r["view"], small.key == r.key, small.ord < r.ord])
     w = _pair_weight(small.n, small["view"], small.share, r.share, total_accounts)
-    return j.select(a=small.account_id, b=r.account_id, view=small["view"], key=small.key, w=w)
+    return j.select(a=small.ord, b=r.ord, view=small["view"], w=w)
 
 
 def _expander_pairs(m: ir.Table, total_accounts: int) -> ir.Table:
     big = m.filter(m.n > FULL_PAIRS_MAX)
+    big = big.mutate(pos=ibis.row_number().over(group_by=["view", "key"], order_by="ord"))
     offsets = ibis.memtable({"off": list(EXPANDER_OFFSETS)})
     src = big.cross_join(offsets)
-    src = src.filter(src.off < src.n).mutate(target=(src.pos + src.off) % src.n)
-    dst = big.select(
-        dview=big["view"],
-        dkey=big.key,
-        dpos=big.pos,
-        daccount=big.account_id,
-        dord=big.ord,
-        dshare=big.share,
-    )
+    # Offsets below n/2 only: then no two (position, offset) reach the same pair, so every
+    # pair of a key appears once and no de-duplication pass is needed.
+    src = src.filter(src.off * 2 < src.n).mutate(target=(src.pos + src.off) % src.n)
+    dst = big.select(dview=big["view"], dkey=big.key, dpos=big.pos, dord=big.ord, dshare=big.share)
     j = src.join(dst, [src["view"] == dst.dview, src.key == dst.dkey, src.target == dst.dpos])
-    # Store each pair once, smaller order first.
-    first = j.ord < j.dord
     return j.select(
-        a=ibis.ifelse(first, j.account_id, j.daccount),
-        b=ibis.ifelse(first, j.daccount, j.account_id),
+        a=ibis.least(j.ord, j.dord),
+        b=ibis.greatest(j.ord, j.dord),
         view=j["view"],
-        key=j.key,
         w=_pair_weight(j.n, j["view"], j.share, j.dshare, total_accounts),
     )
 
@@ -100,9 +93,8 @@ def _expander_pairs(m: ir.Table, total_accounts: int) -> ir.Table:
 def edges(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
     """One row per linked pair: total weight and, per view, the number of keys shared."""
     m = keyed_members(ev, order, total_accounts)
-    # distinct: an offset and its complement can reach the same pair in a small ring.
     pairs = ibis.union(
-        _full_pairs(m, total_accounts), _expander_pairs(m, total_accounts), distinct=True
+        _full_pairs(m, total_accounts), _expander_pairs(m, total_accounts), distinct=False
     )
     per_view = pairs.group_by(["a", "b", "view"]).aggregate(s=pairs.w.sum(), k=pairs.count())
     capped = per_view.s.clip(upper=VIEW_CAP)
@@ -113,13 +105,34 @@ def edges(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
         aggs[f"n_{v}"] = ibis.ifelse(per_view["view"] == v, per_view.k, 0).sum()
     for v in VIEWS:
         aggs[f"w_{v}"] = ibis.ifelse(per_view["view"] == v, per_view.weight, 0.0).sum()
-    return per_view.group_by(["a", "b"]).aggregate(**aggs).order_by(["a", "b"])
+    by_pair = per_view.group_by(["a", "b"]).aggregate(**aggs)
+    return _named(by_pair, order).order_by(["a", "b"])
+
+
+def _named(by_pair: ir.Table, order: ir.Table) -> ir.Table:
+    """Replace integer positions by account ids, smaller id first."""
+    oa = order.select(a=order.ord, name_a=order.account_id)
+    ob = order.select(b=order.ord, name_b=order.account_id)
+    j = by_pair.join(oa, "a").join(ob, "b")
+    first = j.name_a < j.name_b
+    rest = [c for c in by_pair.columns if c not in ("a", "b")]
+    return j.select(
+        a=ibis.ifelse(first, j.name_a, j.name_b),
+        b=ibis.ifelse(first, j.name_b, j.name_a),
+        **{c: j[c] for c in rest},
+    )
 
 
 def account_order(ids: pa.Array) -> pa.Table:
-    """A fixed pseudo-random order of accounts (xxhash), the same on every engine."""
+    """A fixed pseudo-random order of accounts, the same on every engine.
+
+    `ord` is each account's rank by xxhash of its id: a dense integer key for the pair joins
+    and a shuffle that keeps expander neighbourhoods independent of how ids were issued.
+    """
     values = ids.to_pylist()
-    ords = [xxhash.xxh64_intdigest(v.encode()) >> 1 for v in values]
-    return pa.table(
-        {"account_id": pa.array(values, pa.string()), "ord": pa.array(ords, pa.int64())}
+    hashes = np.fromiter((xxhash.xxh64_intdigest(v.encode()) for v in values), np.uint64)
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[np.lexsort((np.asarray(values, dtype=object).astype(str), hashes))] = np.arange(
+        len(values)
     )
+    return pa.table({"account_id": pa.array(values, pa.string()), "ord": pa.array(rank)})
