@@ -73,7 +73,9 @@ def recent_enriched(store: Store, since_hb: int, max_events: int) -> pa.Table | 
     Requests whose signals were never computed (in flight at a crash) are left out: without a
     template id they would all share one empty key and look linked.
     """
-    blobs = store.blobs(since_hb)
+    # Only the newest hours holding about `max_events` rows are read: memory stays bounded
+    # however long the window and however busy the service.
+    blobs = store.blobs(store.cutoff_hour(since_hb, max_events))
     rows, sigs = from_ipc(blobs.get("events", [])), from_ipc(blobs.get("signals", []))
     if rows is None or sigs is None:
         return None

@@ -173,11 +173,13 @@ class RedisStore(Store):
             pipe.set(key, decision, ex=self.ttl)
         if req_keys:
             pipe.incrby(f"{self.p}nreq", len(req_keys))
-        for hb, kind, data in c.blobs:
+        for hb, kind, data, n in c.blobs:
             name = f"{self.p}bl:{kind}:{hb}"
             pipe.rpush(name, data)
             pipe.expire(name, self.ttl)
             pipe.zadd(f"{self.p}blhours", {str(hb): hb})
+            if kind == "events":
+                pipe.hincrby(f"{self.p}blrows", str(hb), n)
         for account, decision in c.accounts.items():
             pipe.set(f"{self.p}acct:{account}", decision, ex=self.ttl)
         if c.clock_ms is not None:
@@ -197,6 +199,10 @@ class RedisStore(Store):
             out[kind] = [b for chunk in pipe.execute() for b in chunk]
         return out
 
+    def event_rows_by_hour(self, since_hb: int) -> list[tuple[int, int]]:
+        rows = {int(k): int(v) for k, v in self.r.hgetall(f"{self.p}blrows").items()}
+        return sorted(((h, n) for h, n in rows.items() if h >= since_hb), reverse=True)
+
     def account(self, account_id: str) -> str | None:
         v = self.r.get(f"{self.p}acct:{account_id}")
         return v.decode() if v is not None else None
@@ -209,6 +215,9 @@ class RedisStore(Store):
 
     def prune(self, before_hb: int) -> None:
         self.r.zremrangebyscore(f"{self.p}blhours", "-inf", before_hb - 1)
+        old_hours = [h for h in self.r.hkeys(f"{self.p}blrows") if int(h) < before_hb]
+        if old_hours:
+            self.r.hdel(f"{self.p}blrows", *old_hours)
         for prefix, hour_of in (
             ("bk", lambda f: f.split(":", 1)[0]),
             ("ky", lambda f: f.split("|")[1]),

@@ -54,6 +54,7 @@ from distillguard.signals import compute_signals
 log = logging.getLogger("distillguard.serve")
 MAX_CLOCK_SKEW_MS = 5 * 60_000  # a timestamp further in the future does not move the clock
 MAX_REPORTED_REJECTS = 100
+COMMIT_ATTEMPTS = 5
 
 
 @dataclass
@@ -278,12 +279,20 @@ class Service:
         ids = combined["request_id"].combine_chunks()
         codes, distinct, first = _first_occurrence(ids)
         with self._ingest_lock:
-            known = self.store.known(distinct)
-            is_known = np.array([d in known for d in distinct], dtype=bool)
-            new_mask = first & ~is_known[codes]
-            decisions = dict(known)
-            if new_mask.any():
-                decisions.update(self._commit_new(combined.filter(pa.array(new_mask))))
+            for attempt in range(COMMIT_ATTEMPTS):
+                known = self.store.known(distinct)
+                is_known = np.array([d in known for d in distinct], dtype=bool)
+                new_mask = first & ~is_known[codes]
+                decisions = dict(known)
+                if not new_mask.any():
+                    break
+                committed = self._commit_new(combined.filter(pa.array(new_mask)))
+                if committed is not None:
+                    decisions.update(committed)
+                    break
+                # Another replica stored one of these ids meanwhile (Redis): look again.
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise RuntimeError("request ids kept being taken by other writers")
         self.metrics.inc("distillguard_duplicate_events_total", float(len(codes) - new_mask.sum()))
         bodies, offset = [], 0
         for t in tables:  # each caller gets the decisions of its own rows, in its order
@@ -304,7 +313,8 @@ class Service:
         now_hb = self.clock_ms // MS_PER_HOUR
         return now_hb - self.short_hours + 1, now_hb - self.long_hours + 1
 
-    def _commit_new(self, new: pa.Table) -> dict[str, str]:
+    def _commit_new(self, new: pa.Table) -> dict[str, str] | None:
+        """Commit new requests; their decision JSON by id, or None if the commit lost a race."""
         rows = request_rows(new, self.store_text)
         buckets, keys = event_deltas(rows)
         hb = int(pc.max(rows["hb"]).as_py())
@@ -314,14 +324,14 @@ class Service:
             request_hours=rows["hb"].to_pylist(),
             buckets=[buckets],
             keys=[keys],
-            blobs=[(hb, "events", to_ipc(rows.drop_columns(["hb"])))],
+            blobs=[(hb, "events", to_ipc(rows.drop_columns(["hb"])), rows.num_rows)],
         )
         if self.inline_signals:
             signals = pa.Table.from_batches([compute_signals(_as_batch(new))])
             s_buckets, s_keys = signal_deltas(rows, signals)
             commit.buckets.append(s_buckets)
             commit.keys.append(s_keys)
-            commit.blobs.append((hb, "signals", to_ipc(signals)))
+            commit.blobs.append((hb, "signals", to_ipc(signals), signals.num_rows))
         self._advance_clock(rows["ts_ms"])
         commit.clock_ms = self.clock_ms
         commit.window_from = self._window_from()
@@ -334,7 +344,7 @@ class Service:
             return [per_account[a] for a in commit.request_accounts], per_account
 
         if not self.store.commit(commit, decide_fn):
-            raise RuntimeError("request ids taken by another writer; retry the batch")
+            return None
         counts = pc.value_counts(rows["account_id"]).to_pylist()
         for item in counts:
             d = json.loads(per_account[item["values"]])["decision"]
@@ -393,7 +403,11 @@ class Service:
         buckets, keys = signal_deltas(rows, signals)
         hb = int(pc.max(rows["hb"]).as_py())
         self.store.commit(
-            Commit(buckets=[buckets], keys=[keys], blobs=[(hb, "signals", to_ipc(signals))])
+            Commit(
+                buckets=[buckets],
+                keys=[keys],
+                blobs=[(hb, "signals", to_ipc(signals), signals.num_rows)],
+            )
         )
         self.metrics.inc("distillguard_signal_events_total", rows.num_rows)
         return rows.num_rows

@@ -65,7 +65,7 @@ class Commit:
     request_decisions: list[str] = field(default_factory=list)  # JSON per request
     buckets: list[pa.Table] = field(default_factory=list)  # account_id, hb, <some METRICS>
     keys: list[pa.Table] = field(default_factory=list)  # account_id, kind, key, hb, n
-    blobs: list[tuple[int, str, bytes]] = field(default_factory=list)  # (hb, kind, Arrow IPC)
+    blobs: list[tuple[int, str, bytes, int]] = field(default_factory=list)  # hb, kind, IPC, rows
     accounts: dict[str, str] = field(default_factory=dict)  # account -> last decision JSON
     clock_ms: int | None = None
     window_from: tuple[int, int] = (0, 0)  # (short, long) first hour bucket, for `decide`
@@ -125,6 +125,19 @@ class Store(ABC):
         """Feature blobs of hours >= since_hb, by kind, oldest first."""
 
     @abstractmethod
+    def event_rows_by_hour(self, since_hb: int) -> list[tuple[int, int]]:
+        """(hour, stored request rows) for hours >= since_hb, newest first."""
+
+    def cutoff_hour(self, since_hb: int, max_rows: int) -> int:
+        """The oldest hour to read so that about `max_rows` of the newest rows are loaded."""
+        total = 0
+        for hb, n in self.event_rows_by_hour(since_hb):
+            total += n
+            if total >= max_rows:
+                return hb
+        return since_hb
+
+    @abstractmethod
     def account(self, account_id: str) -> str | None:
         """The last decision JSON of an account, or None if never seen."""
 
@@ -181,7 +194,7 @@ class SqliteStore(Store):
             CREATE TABLE IF NOT EXISTS keys (account_id TEXT, kind TEXT, key TEXT, hb INTEGER,
                 n INTEGER, PRIMARY KEY (account_id, kind, key, hb)) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS blobs (seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                hb INTEGER, kind TEXT, data BLOB);
+                hb INTEGER, kind TEXT, data BLOB, n INTEGER);
             CREATE INDEX IF NOT EXISTS blobs_hb ON blobs(hb);
             CREATE TABLE IF NOT EXISTS accounts (account_id TEXT PRIMARY KEY, decision TEXT)
                 WITHOUT ROWID;
@@ -223,7 +236,9 @@ class SqliteStore(Store):
                         ),
                     )
                 if c.blobs:
-                    con.executemany("INSERT INTO blobs(hb, kind, data) VALUES (?, ?, ?)", c.blobs)
+                    con.executemany(
+                        "INSERT INTO blobs(hb, kind, data, n) VALUES (?, ?, ?, ?)", c.blobs
+                    )
                 if c.accounts:
                     con.executemany(
                         "INSERT INTO accounts VALUES (?, ?) ON CONFLICT(account_id) "
@@ -323,6 +338,14 @@ class SqliteStore(Store):
             ):
                 out.setdefault(kind, []).append(data)
         return out
+
+    def event_rows_by_hour(self, since_hb: int) -> list[tuple[int, int]]:
+        with self._rlock:
+            return self._r.execute(
+                "SELECT hb, sum(n) FROM blobs WHERE kind = 'events' AND hb >= ? "
+                "GROUP BY hb ORDER BY hb DESC",
+                (since_hb,),
+            ).fetchall()
 
     def account(self, account_id: str) -> str | None:
         with self._rlock:
