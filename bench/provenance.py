@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--delta", type=float, default=3.0)
     parser.add_argument("--gamma", type=float, default=0.25)
     parser.add_argument("--student-d-model", type=int, default=None)
+    parser.add_argument("--untied-students", action="store_true",
+                        help="Students get a separate output layer (more memorisation).")
     parser.add_argument("--teacher-path", default=None, help="Reuse a saved teacher (.pt).")
     parser.add_argument("--save-dir", default=None, help="Keep the trained models here.")
     parser.add_argument("--threads", type=int, default=1)
@@ -49,6 +51,7 @@ def main() -> None:
             student_epochs=args.student_epochs,
             d_model=args.d_model,
             student_d_model=args.student_d_model,
+            student_tied=not args.untied_students,
             teacher_path=args.teacher_path,
             save_dir=args.save_dir,
             watermark=WatermarkConfig(args.gamma, args.delta, args.context_width),
