@@ -112,6 +112,7 @@ def duck_session(
     )
     try:
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # ours are on stderr already
         yield con
     finally:
         con.close()

@@ -236,7 +236,8 @@ def typed_select(
         cols += [
             f"{present} AS {sql_ident(n + '__p')}",
             f"({value})::{vtype} AS {sql_ident(n + '__v')}",
-            f"({text})::VARCHAR AS {sql_ident(n + '__t')}",
+            # A string field's text is its value: not carried twice (see raw__ below).
+            f"({'NULL' if rule.kind == 'string' else text})::VARCHAR AS {sql_ident(n + '__t')}",
         ]
     return f"SELECT {', '.join(cols)} FROM {reader}"
 
@@ -296,7 +297,8 @@ def validated_select(
     extra = ["u._fid", "u._row", "u._line", "u._fid::BIGINT * 1000000000000 + u._row AS _ord"]
     if raw_text:
         extra += [
-            f"left(u.{sql_ident(r.name + '__t')}, 1000) AS {sql_ident('raw__' + r.name)}"
+            f"left(coalesce(u.{sql_ident(r.name + '__t')}, "
+            f"u.{sql_ident(r.name + '__v')}::VARCHAR), 1000) AS {sql_ident('raw__' + r.name)}"
             for r in section.rules
             if r.name not in section.private_fields
         ]
