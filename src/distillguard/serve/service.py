@@ -340,7 +340,7 @@ class Service:
         def decide_fn(w: Windows) -> tuple[list[str], dict[str, str]]:
             verdicts = self.analysis.verdicts if self.analysis else {}
             for d in decide(w, verdicts, self.policy, self.short_hours):
-                per_account[d.pop("account_id")] = encode(d)
+                per_account[d["account_id"]] = encode(d)
             return [per_account[a] for a in commit.request_accounts], per_account
 
         if not self.store.commit(commit, decide_fn):
