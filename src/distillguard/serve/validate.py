@@ -75,6 +75,13 @@ class IpCache:
         return norm.take(encoded.indices)
 
 
+def _valid(arr: pa.Array) -> np.ndarray:
+    """Validity as NumPy bools; no Arrow call in the usual no-null case."""
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def _np_bool(arr: pa.Array) -> np.ndarray:
     if pa.types.is_boolean(arr.type) and arr.null_count == 0 and arr.true_count == len(arr):
         return np.ones(len(arr), dtype=bool)  # the common all-valid case, without a copy-out
@@ -147,7 +154,7 @@ def _ints(values: Values, text: bool) -> tuple[pa.Array, np.ndarray]:
         integral = pc.equal(pc.trunc(arr), arr)
         ok = pc.and_(integral, pc.less_equal(pc.abs(arr), 2.0**62))
         fixed = pc.if_else(ok, arr, pa.scalar(None, arr.type)).cast(pa.int64())
-        return fixed, _np_bool(pc.invert(ok)) & _np_bool(arr.is_valid())
+        return fixed, _np_bool(pc.invert(ok)) & _valid(arr)
     conv = [_int_value(v, text) for v in _pylist(values)]
     bad = np.array([c is _BAD for c in conv], dtype=bool)
     try:
@@ -239,7 +246,7 @@ def _timestamps(values: Values, text: bool) -> tuple[pa.Array, np.ndarray]:
 
 def _text_present(rule: FieldRule, arr: pa.Array) -> np.ndarray:
     """As ingest: blank counts as absent for IPs, enums and required identifiers."""
-    valid = _np_bool(arr.is_valid())
+    valid = _valid(arr)
     if rule.kind != "string" or (rule.required and rule.name in EMPTY_IS_MISSING):
         valid &= _np_bool(pc.not_equal(pc.utf8_trim_whitespace(arr), ""))
     return valid
@@ -270,7 +277,7 @@ class EventValidator:
         ok = present & ~wrong
         if rule.kind == "ip":
             arr = self.ips.normalise(arr)
-            checks.append((ok & ~_np_bool(arr.is_valid()), "bad_ip"))
+            checks.append((ok & ~_valid(arr), "bad_ip"))
         elif rule.kind == "enum":
             low = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
             known = _np_bool(pc.is_in(low, pa.array(rule.allowed)))
@@ -290,7 +297,7 @@ class EventValidator:
         if rule.kind in ("string", "enum", "ip"):
             return self._text_column(rule, values)
         if isinstance(values, pa.Array) and not (text and pa.types.is_string(values.type)):
-            present = _np_bool(values.is_valid())
+            present = _valid(values)
         else:
             values = _pylist(values)
             present = np.array([v is not None for v in values], dtype=bool)
@@ -308,7 +315,7 @@ class EventValidator:
         else:
             arr, _ = _timestamps(values, text)
             reason = "bad_timestamp"
-        checks: list[Check] = [(present & ~_np_bool(arr.is_valid()), reason)]
+        checks: list[Check] = [(present & ~_valid(arr), reason)]
         if rule.non_negative:
             checks.append((_np_bool(pc.less(arr, 0)), "negative_tokens"))
         return arr, present, checks
