@@ -163,6 +163,28 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def prioritise(pid: int, niceness: int) -> None:
+    """Raise the server's (and its helpers' and our own) CPU priority on a shared machine, so
+    the figures approach those of dedicated cores. Needs root for a negative niceness."""
+    for p in [pid, *_children(pid), os.getpid()]:
+        for task in Path(f"/proc/{p}/task").glob("*"):  # every thread
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+            except (OSError, ValueError):
+                continue
+
+
 def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
     port = free_port()
     cfg = write_config(work / "tp" / "serve.toml", port, WRITE_TOKEN, READ_TOKEN, **_extra(args))
@@ -171,6 +193,8 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
     try:
         warm = Load(port, bodies[:5], 1)  # first-call costs (IP ranges, regexes) off the clock
         warm.run(60)
+        if args.nice is not None:
+            prioritise(server.proc.pid, args.nice)
         load = Load(port, bodies[5:], args.clients)
         cpu0, load0 = cpu_seconds(server.proc.pid), os.getloadavg()[0]
         seconds = load.run(args.max_seconds)
@@ -238,6 +262,7 @@ def _extra(args: argparse.Namespace) -> dict[str, str]:
     return {
         "state.synchronous": f'"{args.synchronous}"',
         "analysis.interval_s": str(args.analysis_interval),
+        "signals.flush_ms": str(args.flush_ms),
     }
 
 
@@ -251,6 +276,8 @@ def main() -> None:
     p.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"))
     p.add_argument("--analysis-interval", type=float, default=30.0)
     p.add_argument("--skip-crash", action="store_true")
+    p.add_argument("--flush-ms", type=int, default=1000, help="signals.flush_ms of the server")
+    p.add_argument("--nice", type=int, default=None, help="e.g. -10: raise CPU priority (root)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dg-serve-bench-"))
     try:
