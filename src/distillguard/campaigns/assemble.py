@@ -1,7 +1,7 @@
 """Assemble flagged clusters into campaigns.
 
-Leiden may cut one large operation into several dense pieces; pieces that are still joined by
-strong links (their summed edge weight) are one campaign. Campaign ids are numbered by volume,
+Leiden may cut one large operation into several dense pieces; pieces whose accounts are mostly
+strongly linked to another piece are one campaign. Campaign ids are numbered by volume,
 largest first, so `campaign-01` is always the biggest of the run.
 """
 
@@ -13,21 +13,31 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-# Two flagged clusters are one campaign when the strong links between them carry at least this
-# share of the weaker cluster's internal link weight: Leiden cut a piece off one operation.
-MERGE_SHARE = 0.1
+# Two flagged clusters are one campaign when at least this share of one cluster's accounts
+# have a strong link into the other: Leiden cut a piece off one operation.
+MERGE_MEMBER_SHARE = 0.5
 STRONG_EDGE = 0.5
+# ...or when their pooled use of prompt templates or instruction sentences overlaps this much
+# (histogram intersection): pieces of one operation draw on one prompt library.
+MERGE_LIBRARY_SHARE = 0.18
 MIN_CAMPAIGN_ACCOUNTS = 2
 
 
-def assign_campaigns(accounts: pa.Table, edges: pa.Table, requests: pa.Table) -> pa.Table:
+def assign_campaigns(
+    accounts: pa.Table,
+    edges: pa.Table,
+    requests: pa.Table,
+    similarity: pa.Table | None = None,
+) -> pa.Table:
     """Add `campaign_id` to the scored accounts (null for unflagged or unlinked accounts).
 
-    `accounts` has account_id, flagged, cluster; `requests` has account_id, requests.
+    `accounts` has account_id, flagged, cluster; `requests` has account_id, requests;
+    `similarity` (c1, c2, view, similarity) is the pooled prompt-library overlap of flagged
+    clusters (`campaigns.build.cluster_content_similarity`).
     """
     flagged = accounts.filter(accounts["flagged"])
     clusters = pc.unique(flagged["cluster"]).to_numpy()
-    groups = _merge_linked_clusters(clusters, accounts, edges)
+    groups = _merge_linked_clusters(clusters, accounts, edges, similarity)
     cluster_ids = accounts["cluster"].to_numpy()
     is_flagged = accounts["flagged"].to_numpy(zero_copy_only=False)
     group = np.full(len(cluster_ids), -1)
@@ -38,25 +48,40 @@ def assign_campaigns(accounts: pa.Table, edges: pa.Table, requests: pa.Table) ->
     return accounts.append_column("campaign_id", pa.array(names, pa.string()))
 
 
-def _merge_linked_clusters(clusters: np.ndarray, accounts: pa.Table, edges: pa.Table) -> np.ndarray:
+def _merge_linked_clusters(
+    clusters: np.ndarray, accounts: pa.Table, edges: pa.Table, similarity: pa.Table | None
+) -> np.ndarray:
+    """Connected components of flagged clusters, joining two when most members of one of
+    them have a strong link into the other, or when both draw on one prompt library."""
     if len(clusters) == 0:
         return np.zeros(0, dtype=np.int64)
-    pos = {int(c): i for i, c in enumerate(clusters)}
-    of = dict(zip(accounts["account_id"].to_pylist(), accounts["cluster"].to_pylist(), strict=True))
-    ca = np.array([pos.get(of[x], -1) for x in edges["a"].to_pylist()], dtype=np.int64)
-    cb = np.array([pos.get(of[x], -1) for x in edges["b"].to_pylist()], dtype=np.int64)
-    w = edges["weight"].to_numpy()
     n = len(clusters)
-    known = (ca >= 0) & (cb >= 0)
-    internal = np.bincount(ca[known & (ca == cb)], weights=w[known & (ca == cb)], minlength=n)
-    keep = known & (ca != cb) & (w >= STRONG_EDGE)
-    between = coo_matrix((w[keep], (ca[keep], cb[keep])), shape=(n, n)).tocsr()
-    between = (between + between.T).tocoo()
-    weaker = np.minimum(internal[between.row], internal[between.col])
-    joined = between.data >= MERGE_SHARE * np.maximum(weaker, 1e-9)
-    strong = coo_matrix(
-        (np.ones(joined.sum()), (between.row[joined], between.col[joined])), shape=(n, n)
-    )
+    pos = {int(c): i for i, c in enumerate(clusters)}
+    ids = accounts["account_id"].to_pylist()
+    index = {k: i for i, k in enumerate(ids)}
+    of = np.array([pos.get(int(c), -1) for c in accounts["cluster"].to_pylist()], dtype=np.int64)
+    a = np.array([index[x] for x in edges["a"].to_pylist()], dtype=np.int64)
+    b = np.array([index[x] for x in edges["b"].to_pylist()], dtype=np.int64)
+    ca, cb = of[a], of[b]
+    keep = (ca >= 0) & (cb >= 0) & (ca != cb) & (edges["weight"].to_numpy() >= STRONG_EDGE)
+    # (account, other cluster) pairs, each counted once however many links it has.
+    member = np.concatenate([a[keep], b[keep]])
+    other = np.concatenate([cb[keep], ca[keep]])
+    pairs = np.unique(member * n + other)
+    own = of[pairs // n]
+    counts = coo_matrix((np.ones(len(pairs)), (own, pairs % n)), shape=(n, n)).tocoo()
+    size = np.bincount(of[of >= 0], minlength=n).astype(float)
+    joined = counts.data >= MERGE_MEMBER_SHARE * size[counts.row]
+    rows, cols = [counts.row[joined]], [counts.col[joined]]
+    if similarity is not None and similarity.num_rows:
+        same = similarity.filter(pc.greater_equal(similarity["similarity"], MERGE_LIBRARY_SHARE))
+        c1 = np.array([pos.get(int(c), -1) for c in same["c1"].to_pylist()], dtype=np.int64)
+        c2 = np.array([pos.get(int(c), -1) for c in same["c2"].to_pylist()], dtype=np.int64)
+        ok = (c1 >= 0) & (c2 >= 0)
+        rows.append(c1[ok])
+        cols.append(c2[ok])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    strong = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
     _, labels = connected_components(strong, directed=False)
     return labels
 

@@ -92,3 +92,23 @@ def release_adaptation(e: ir.Table, assignment: ir.Table, releases: ir.Table) ->
         share_after=out.share_after,
         requests_after=out.requests_after,
     )
+
+
+MERGE_VIEWS = ("template", "sentence")
+
+
+def cluster_content_similarity(ev: ir.Table, members: ir.Table) -> ir.Table:
+    """Histogram intersection of pooled template/sentence use between pairs of clusters.
+
+    `members` maps account_id -> cluster (flagged accounts only). Two pieces of one operation
+    draw on the same prompt library; two campaigns rarely do.
+    """
+    j = ev.filter(ev["view"].isin(MERGE_VIEWS)).join(members, "account_id")
+    k = j.group_by(["cluster", "view", "key"]).aggregate(s=j.share.sum())
+    tot = k.group_by(["cluster", "view"]).aggregate(t=k.s.sum())
+    p = k.join(tot, ["cluster", "view"])
+    p = p.select("cluster", "view", "key", p=p.s / p.t)
+    q = p.view()
+    pair = p.join(q, [p["view"] == q["view"], p.key == q.key, p.cluster < q.cluster])
+    pair = pair.select(c1=p.cluster, c2=q.cluster, view=p["view"], m=ibis.least(p.p, q.p))
+    return pair.group_by(["c1", "c2", "view"]).aggregate(similarity=pair.m.sum())

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DEFAULT_RESOLUTION = 0.04
+DEFAULT_RESOLUTION = 1.0
 MIN_EDGE_WEIGHT = 0.02  # fainter links are kept as evidence but do not shape communities
 SEED = 20240223
 
@@ -26,9 +26,11 @@ def communities(
 ) -> pa.Table:
     """`account_id -> cluster` (int64); accounts without strong links form singletons.
 
-    Uses the constant Potts model (CPM): a community must be denser than `resolution`
-    (in edge weight per pair), which, unlike modularity, does not split a large uniformly
-    linked campaign just because it is large, and does not merge small unrelated groups.
+    Uses modularity (the RB configuration model): a community must hold more link weight than
+    its members' degrees predict. Unlike a fixed density bar (CPM), this keeps a small
+    campaign apart from a large one that it touches through a few faint links, and still
+    gathers a campaign whose members are bound only by many faint links. Pieces of one
+    operation that Leiden cuts apart are rejoined by `campaigns.assemble` when strongly linked.
     """
     ids = pc.unique(accounts.cast(pa.string())).sort()
     index = {k: i for i, k in enumerate(ids.to_pylist())}
@@ -40,7 +42,7 @@ def communities(
     graph.es["weight"] = strong["weight"].to_numpy(zero_copy_only=False).tolist()
     partition = leidenalg.find_partition(
         graph,
-        leidenalg.CPMVertexPartition,
+        leidenalg.RBConfigurationVertexPartition,
         weights="weight",
         resolution_parameter=resolution,
         seed=SEED,

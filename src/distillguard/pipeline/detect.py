@@ -174,7 +174,12 @@ def run_detect(cfg: DetectConfig, progress: Progress | None = None) -> DetectRes
 
     with t.stage("campaigns"):
         note("campaigns", None)
-        assigned = assign_campaigns(scored.accounts, graph, fp.select(["account_id", "requests"]))
+        flagged = scored.accounts.filter(scored.accounts["flagged"])
+        members = be.create_table("flagged_members", flagged.select(["account_id", "cluster"]))
+        similarity = cb.cluster_content_similarity(ev, members).to_pyarrow()
+        assigned = assign_campaigns(
+            scored.accounts, graph, fp.select(["account_id", "requests"]), similarity
+        )
         pq.write_table(assigned, work / "scores.parquet")
         assignment = be.create_table("assignment", assigned.select(["account_id", "campaign_id"]))
         campaigns = _write_campaigns(e, assignment, rel, out, work)

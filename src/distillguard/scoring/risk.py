@@ -209,7 +209,10 @@ def _fit(cols: Columns, edges: pa.Table, ids: list[str], cl: np.ndarray) -> np.n
     index = {k: i for i, k in enumerate(ids)}
     a = np.fromiter((index[x] for x in edges["a"].to_pylist()), np.int64, edges.num_rows)
     b = np.fromiter((index[x] for x in edges["b"].to_pylist()), np.int64, edges.num_rows)
-    strong = (cl[a] == cl[b]) & (edges["weight"].to_numpy() >= STRONG_LINK)
+    # Network-only links do not carry guilt: residential proxy exits are real people's lines.
+    network = _edge_column(edges, "w_ip") + _edge_column(edges, "w_subnet")
+    beyond_network = edges["weight"].to_numpy() - network
+    strong = (cl[a] == cl[b]) & (beyond_network >= STRONG_LINK)
     via = own.copy()
     np.maximum.at(via, a[strong], own[b[strong]])
     np.maximum.at(via, b[strong], own[a[strong]])
