@@ -69,7 +69,7 @@ def _merge_linked_clusters(
     other = np.concatenate([cb[keep], ca[keep]])
     pairs = np.unique(member * n + other)
     own = of[pairs // n]
-    counts = coo_matrix((np.ones(len(pairs)), (own, pairs % n)), shape=(n, n)).tocoo()
+    counts = coo_matrix((np.ones(len(pairs)), (own, pairs % n)), shape=(n, n)).tocsr().tocoo()
     size = np.bincount(of[of >= 0], minlength=n).astype(float)
     joined = counts.data >= MERGE_MEMBER_SHARE * size[counts.row]
     rows, cols = [counts.row[joined]], [counts.col[joined]]
