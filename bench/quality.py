@@ -35,15 +35,7 @@ def _sim(scenario: str, seed: int, scale: float | None) -> Path:
 def _detect(sim: Path) -> tuple[Path, float]:
     pred = sim.parent / "detect"
     start = time.perf_counter()
-    run_detect(
-        DetectConfig(
-            events=[sim / "events.parquet"],
-            accounts=[sim / "accounts.parquet"],
-            releases=[sim / "releases.parquet"],
-            ip_intel=[sim / "ip_intel.csv"],
-            out=pred,
-        )
-    )
+    run_detect(DetectConfig.for_simulation(sim, pred))
     return pred, time.perf_counter() - start
 
 

@@ -26,15 +26,7 @@ def run(request, tmp_path_factory) -> tuple[Path, Path]:
     sim = base / "sim"
     simulate("small", seed=request.param, out=sim)
     out = base / "detect"
-    run_detect(
-        DetectConfig(
-            events=[sim / "events.parquet"],
-            accounts=[sim / "accounts.parquet"],
-            releases=[sim / "releases.parquet"],
-            ip_intel=[sim / "ip_intel.csv"],
-            out=out,
-        )
-    )
+    run_detect(DetectConfig.for_simulation(sim, out))
     return sim, out
 
 

@@ -55,6 +55,17 @@ class DetectConfig:
     threads: int | None = None
     redact: bool = False
 
+    @classmethod
+    def for_simulation(cls, sim: Path, out: Path) -> DetectConfig:
+        """The inputs `distillguard simulate` writes into `sim`, detected into `out`."""
+        return cls(
+            events=[sim / "events.parquet"],
+            accounts=[sim / "accounts.parquet"],
+            releases=[sim / "releases.parquet"],
+            ip_intel=[sim / "ip_intel.csv"],
+            out=out,
+        )
+
 
 @dataclass
 class Timings:
