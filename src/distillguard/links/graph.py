@@ -42,14 +42,20 @@ def _pair_weight(
       histogram intersection of their template use. A generic phrase that a tenth of two
       users' prompts start with barely links them; a campaign whose accounts send the same
       templates for most of their traffic links strongly, however many accounts it has.
+    - System prompts weigh the overlap too, but fall like 1/log2(n+1): a prompt that many
+      accounts send is a product or SDK default.
     - Sign-up keys (payment, device, batch) fall like 1/log2(n+1).
     """
     nf = n.cast("float64")
-    overlap = ibis.least(share_a, share_b) * (1.0 - nf / float(max(total_accounts, 1)))
+    shared = ibis.least(share_a, share_b)
+    rarity = 1.585 / (nf + 1.0).log2()
+    overlap = shared * (1.0 - nf / float(max(total_accounts, 1)))
     return ibis.cases(
         (view.isin(NETWORK_VIEWS), 1.0 / (nf - 1.0)),
+        # A system prompt many accounts send is a product or SDK default, not a shared operator.
+        (view == "system", shared * rarity),
         (view.isin(OVERLAP_VIEWS), overlap),
-        else_=1.585 / (nf + 1.0).log2(),
+        else_=rarity,
     )
 
 

@@ -187,14 +187,25 @@ FIT_LO, FIT_HI = 0.02, 0.12
 STRONG_LINK = 0.5
 
 
+ROTATION_MIN_REQUESTS = 50  # fewer requests: a phone changing networks looks like rotation
+
+
 def own_evidence(cols: Columns) -> np.ndarray:
-    """The account's own share of extraction-specific traffic: asks, proxies, rotation, e-mail."""
-    parts = [
+    """The account's own extraction-specific evidence, on the scale of a traffic share.
+
+    Asks for hidden reasoning, grading, censorship-safe rewrites or training data, known proxy
+    exits and disposable e-mail count as they are; home-line IP rotation counts only at volume
+    and only when the rotation indicator itself would fire.
+    """
+    asks = [
         cols[c].astype(float)
-        for c in ("cot_share", "rubric_share", "censor_share", "train_shaped_share",
-                  "proxy_share", "home_ips_per_request", "disposable")
-    ]  # fmt: skip
-    return np.nan_to_num(np.nanmax(np.vstack(parts), axis=0))
+        for c in ("cot_share", "rubric_share", "censor_share", "train_shaped_share", "proxy_share")
+    ]
+    requests = np.nan_to_num(cols["requests"].astype(float))
+    rotation = ramp(np.nan_to_num(cols["home_ips_per_request"].astype(float)), 0.15, 0.6)
+    rotation = rotation * (requests >= ROTATION_MIN_REQUESTS) * FIT_HI
+    disposable = np.nan_to_num(cols["disposable"].astype(float)) * FIT_HI
+    return np.nan_to_num(np.nanmax(np.vstack([*asks, rotation, disposable]), axis=0))
 
 
 def _fit(cols: Columns, edges: pa.Table, ids: list[str], cl: np.ndarray) -> np.ndarray:
@@ -209,10 +220,11 @@ def _fit(cols: Columns, edges: pa.Table, ids: list[str], cl: np.ndarray) -> np.n
     index = {k: i for i, k in enumerate(ids)}
     a = np.fromiter((index[x] for x in edges["a"].to_pylist()), np.int64, edges.num_rows)
     b = np.fromiter((index[x] for x in edges["b"].to_pylist()), np.int64, edges.num_rows)
-    # Network-only links do not carry guilt: residential proxy exits are real people's lines.
-    network = _edge_column(edges, "w_ip") + _edge_column(edges, "w_subnet")
-    beyond_network = edges["weight"].to_numpy() - network
-    strong = (cl[a] == cl[b]) & (beyond_network >= STRONG_LINK)
+    # Network links carry no guilt (residential proxy exits are real people's lines), nor does
+    # resembling someone (twins): only shared content, timing or identity does.
+    incidental = sum(_edge_column(edges, v) for v in ("w_ip", "w_subnet", "w_twin"))
+    shared = edges["weight"].to_numpy() - incidental
+    strong = (cl[a] == cl[b]) & (shared >= STRONG_LINK)
     via = own.copy()
     np.maximum.at(via, a[strong], own[b[strong]])
     np.maximum.at(via, b[strong], own[a[strong]])
