@@ -19,7 +19,9 @@ MERGE_MEMBER_SHARE = 0.5
 STRONG_EDGE = 0.5
 # ...or when their pooled use of prompt templates or instruction sentences overlaps this much
 # (histogram intersection): pieces of one operation draw on one prompt library.
-MERGE_LIBRARY_SHARE = 0.18
+MERGE_LIBRARY_SHARE = 0.2
+# ...and only when they target the same capabilities (cosine of request-weighted mixes).
+MERGE_CAPABILITY_COSINE = 0.9
 MIN_CAMPAIGN_ACCOUNTS = 2
 
 
@@ -28,15 +30,19 @@ def assign_campaigns(
     edges: pa.Table,
     requests: pa.Table,
     similarity: pa.Table | None = None,
+    capability_mix: dict[int, np.ndarray] | None = None,
 ) -> pa.Table:
     """Add `campaign_id` to the scored accounts (null for unflagged or unlinked accounts).
 
     `accounts` has account_id, flagged, cluster; `requests` has account_id, requests;
     `similarity` (c1, c2, view, similarity) is the pooled prompt-library overlap of flagged
-    clusters (`campaigns.build.cluster_content_similarity`).
+    clusters (`campaigns.build.cluster_content_similarity`); `capability_mix` maps a cluster
+    to its request-weighted capability shares (`cluster_capability_mix`).
     """
     flagged = accounts.filter(accounts["flagged"])
     clusters = pc.unique(flagged["cluster"]).to_numpy()
+    if similarity is not None and capability_mix is not None:
+        similarity = _same_targets(similarity, capability_mix)
     groups = _merge_linked_clusters(clusters, accounts, edges, similarity)
     cluster_ids = accounts["cluster"].to_numpy()
     is_flagged = accounts["flagged"].to_numpy(zero_copy_only=False)
@@ -46,6 +52,36 @@ def assign_campaigns(
         group[i] = lookup[int(cluster_ids[i])]
     names = _name_by_volume(accounts["account_id"], group, requests)
     return accounts.append_column("campaign_id", pa.array(names, pa.string()))
+
+
+def cluster_capability_mix(fingerprints: pa.Table, accounts: pa.Table) -> dict[int, np.ndarray]:
+    """Request-weighted capability shares of each cluster's traffic."""
+    cap_cols = [c for c in fingerprints.column_names if c.startswith("cap_")]
+    fp = fingerprints.sort_by("account_id")
+    acc = accounts.sort_by("account_id")
+    cl = acc["cluster"].to_numpy()
+    req = fp["requests"].to_numpy().astype(float)
+    mix = np.column_stack([np.nan_to_num(fp[c].to_numpy().astype(float)) for c in cap_cols])
+    k = int(cl.max()) + 1 if len(cl) else 0
+    sums = np.zeros((k, len(cap_cols)))
+    np.add.at(sums, cl, mix * req[:, None])
+    return {c: sums[c] for c in np.unique(cl).tolist()}
+
+
+def _same_targets(similarity: pa.Table, mix: dict[int, np.ndarray]) -> pa.Table:
+    """Keep cluster pairs whose capability mixes point the same way."""
+
+    def cosine(a: int, b: int) -> float:
+        x, y = mix.get(a), mix.get(b)
+        if x is None or y is None:
+            return 0.0
+        return float(x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-12))
+
+    keep = [
+        cosine(int(a), int(b)) >= MERGE_CAPABILITY_COSINE
+        for a, b in zip(similarity["c1"].to_pylist(), similarity["c2"].to_pylist(), strict=True)
+    ]
+    return similarity.filter(pa.array(keep, pa.bool_()))
 
 
 def _merge_linked_clusters(

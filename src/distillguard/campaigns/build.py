@@ -94,7 +94,8 @@ def release_adaptation(e: ir.Table, assignment: ir.Table, releases: ir.Table) ->
     )
 
 
-MERGE_VIEWS = ("template", "sentence")
+# Instruction sentences: exact templates can be generic wrappers that unrelated operations share.
+MERGE_VIEWS = ("sentence",)
 
 
 def cluster_content_similarity(ev: ir.Table, members: ir.Table) -> ir.Table:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from distillguard import __version__
 from distillguard.campaigns import build as cb
-from distillguard.campaigns.assemble import assign_campaigns
+from distillguard.campaigns.assemble import assign_campaigns, cluster_capability_mix
 from distillguard.clusters.leiden import communities
 from distillguard.contract import DETECTED_ACCOUNTS, DETECTED_CAMPAIGNS, TIMESTAMP
 from distillguard.engines.duckdb import connect, ibis_backend
@@ -188,8 +188,9 @@ def run_detect(cfg: DetectConfig, progress: Progress | None = None) -> DetectRes
         flagged = scored.accounts.filter(scored.accounts["flagged"])
         members = be.create_table("flagged_members", flagged.select(["account_id", "cluster"]))
         similarity = cb.cluster_content_similarity(ev, members).to_pyarrow()
+        mix = cluster_capability_mix(fp, scored.accounts)
         assigned = assign_campaigns(
-            scored.accounts, graph, fp.select(["account_id", "requests"]), similarity
+            scored.accounts, graph, fp.select(["account_id", "requests"]), similarity, mix
         )
         pq.write_table(assigned, work / "scores.parquet")
         assignment = be.create_table("assignment", assigned.select(["account_id", "campaign_id"]))
