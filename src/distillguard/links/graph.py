@@ -22,6 +22,7 @@ from distillguard.links.evidence import NETWORK_VIEWS, OVERLAP_VIEWS, VIEW_WEIGH
 FULL_PAIRS_MAX = 12  # groups up to this size link every pair
 EXPANDER_OFFSETS = tuple(2**i for i in range(16))  # i -> i + 1, 2, 4, ... (mod n)
 VIEW_CAP = 2.0  # one view cannot dominate an edge however many keys it repeats
+EDGE_FLOOR = 0.01  # pairs below this total weight are not kept (Leiden ignores < 0.02)
 MAX_GROUP_SHARE = 0.5  # a key held by over half of all accounts says nothing...
 MIN_POPULATION_FOR_SHARE = 200  # ...once there are enough accounts for "half" to mean anything
 
@@ -112,6 +113,9 @@ def edges(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
     for v in VIEWS:
         aggs[f"w_{v}"] = ibis.ifelse(per_view["view"] == v, per_view.weight, 0.0).sum()
     by_pair = per_view.group_by(["a", "b"]).aggregate(**aggs)
+    # Most pairs share one common key and nothing else; dropping them early keeps the graph
+    # (and everything downstream) proportional to the real links, not to the key fan-out.
+    by_pair = by_pair.filter(by_pair.weight >= EDGE_FLOOR)
     return _named(by_pair, order).order_by(["a", "b"])
 
 

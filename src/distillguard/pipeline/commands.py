@@ -33,7 +33,7 @@ def detect(
     intel: list[Path] = typer.Option(None, "--intel", help="STIX bundle(s) from other providers."),
     threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Flag accounts at or above this risk."),
     input_format: str = typer.Option("contract", "--format", help="contract, otel or litellm."),
-    memory_limit: str = typer.Option("8GB", help="DuckDB memory limit; spills to disk beyond."),
+    memory_limit: str = typer.Option("4GB", help="DuckDB memory limit; spills to disk beyond."),
     redact: bool = typer.Option(False, "--redact", help="Hide prompt text in the report."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
 ) -> None:

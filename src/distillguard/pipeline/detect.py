@@ -51,7 +51,7 @@ class DetectConfig:
     intel_bundles: list[Path] | None = None
     threshold: float = DEFAULT_THRESHOLD
     input_format: str = "contract"
-    memory_limit: str = "8GB"
+    memory_limit: str = "4GB"
     threads: int | None = None
     redact: bool = False
 
