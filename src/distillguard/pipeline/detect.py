@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 
 from distillguard import __version__
 from distillguard.campaigns import build as cb
-from distillguard.campaigns.assemble import assign_campaigns, cluster_capability_mix
 from distillguard.clusters.leiden import communities
 from distillguard.contract import DETECTED_ACCOUNTS, DETECTED_CAMPAIGNS, TIMESTAMP
 from distillguard.engines.duckdb import connect, ibis_backend
@@ -29,11 +28,8 @@ from distillguard.errors import UserError
 from distillguard.fingerprints.account import account_fingerprints
 from distillguard.ingest import run_ingest
 from distillguard.ingest.ipintel import is_disposable_domain
-from distillguard.links.evidence import evidence
-from distillguard.links.graph import account_order
-from distillguard.links.graph import edges as link_edges
-from distillguard.links.twins import twin_edges, with_twins
 from distillguard.pipeline.enrich import attach_ip_info, enrich_events
+from distillguard.pipeline.stages import campaign_assignment, link_graph
 from distillguard.scoring.risk import DEFAULT_THRESHOLD, score
 
 Progress = Callable[[str, int | None], None]
@@ -167,10 +163,7 @@ def run_detect(cfg: DetectConfig, progress: Progress | None = None) -> DetectRes
 
     with t.stage("links"):
         note("links", None)
-        order = be.create_table("account_order", account_order(fp["account_id"]))
-        ev = evidence(e, acc)
-        ev = ev.semi_join(order, "account_id")
-        graph = with_twins(link_edges(ev, order, fp.num_rows).to_pyarrow(), twin_edges(fp))
+        graph, ev = link_graph(be, e, acc, fp)
         pq.write_table(graph, work / "edges.parquet")
 
     with t.stage("clusters"):
@@ -185,13 +178,7 @@ def run_detect(cfg: DetectConfig, progress: Progress | None = None) -> DetectRes
 
     with t.stage("campaigns"):
         note("campaigns", None)
-        flagged = scored.accounts.filter(scored.accounts["flagged"])
-        members = be.create_table("flagged_members", flagged.select(["account_id", "cluster"]))
-        similarity = cb.cluster_content_similarity(ev, members).to_pyarrow()
-        mix = cluster_capability_mix(fp, scored.accounts)
-        assigned = assign_campaigns(
-            scored.accounts, graph, fp.select(["account_id", "requests"]), similarity, mix
-        )
+        assigned = campaign_assignment(be, ev, fp, scored.accounts, graph)
         pq.write_table(assigned, work / "scores.parquet")
         assignment = be.create_table("assignment", assigned.select(["account_id", "campaign_id"]))
         campaigns = _write_campaigns(e, assignment, rel, out, work)

@@ -152,19 +152,11 @@ def analyse(enriched: pa.Table, flag_threshold: float, at_ms: int) -> AnalysisRe
     """The batch stages over `enriched`; campaign ids are this run's (`campaign-01`, ...)."""
     # Imported here: ibis, igraph and scikit-learn take seconds to import, and the request
     # path never needs them, so the service starts answering before the first analysis.
-    from distillguard.campaigns.assemble import assign_campaigns
     from distillguard.clusters.leiden import communities
     from distillguard.engines.duckdb import ibis_backend
     from distillguard.fingerprints.account import account_fingerprints
-    from distillguard.links.evidence import evidence
-    from distillguard.links.graph import account_order
-    from distillguard.links.graph import edges as link_edges
+    from distillguard.pipeline.stages import campaign_assignment, link_graph
     from distillguard.scoring.risk import score
-
-    try:  # the behavioural-twin view, when the batch pipeline has it (as in `detect`)
-        from distillguard.links.twins import twin_edges, with_twins
-    except ImportError:  # pragma: no cover - older pipeline without it
-        twin_edges = with_twins = None
 
     start = time.perf_counter()
     con = duckdb.connect()
@@ -172,14 +164,10 @@ def analyse(enriched: pa.Table, flag_threshold: float, at_ms: int) -> AnalysisRe
         be = ibis_backend(con)
         e = be.create_table("enriched", enriched)
         fp = account_fingerprints(e).to_pyarrow()
-        order = be.create_table("account_order", account_order(fp["account_id"]))
-        ev = evidence(e, None).semi_join(order, "account_id")
-        graph = link_edges(ev, order, fp.num_rows).to_pyarrow()
-        if with_twins is not None:  # same graph as `distillguard detect`
-            graph = with_twins(graph, twin_edges(fp))
+        graph, ev = link_graph(be, e, None, fp)  # the same graph as `distillguard detect`
         clusters = communities(fp["account_id"], graph)
         scored = score(fp, graph, clusters, threshold=flag_threshold)
-        assigned = assign_campaigns(scored.accounts, graph, fp.select(["account_id", "requests"]))
+        assigned = campaign_assignment(be, ev, fp, scored.accounts, graph)
         assignment = be.create_table("assignment", assigned.select(["account_id", "campaign_id"]))
         campaigns = _campaign_rows(e, assignment)
     finally:
