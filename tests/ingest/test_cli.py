@@ -13,20 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distillguard.cli import main
+from tests.cli_runner import run_cli
 from tests.ingest.helpers import event, write_jsonl
 
 DATA = Path(__file__).parents[2] / "src" / "distillguard" / "data"
-
-
-def run_cli(
-    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["distillguard", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def _truncated_gzip(d: Path) -> Path:

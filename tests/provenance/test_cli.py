@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from distillguard.cli import main
 from distillguard.provenance.canary import make_canary
 from distillguard.provenance.keys import load_key
 from distillguard.provenance.tokenizer import join_words, token_key_array
 from distillguard.provenance.watermark import WatermarkProcessor
+from tests.cli_runner import run_cli
 from tests.provenance.test_canary import _qa
 
 WORDS = [f"w{i}" for i in range(300)]
-
-
-def run_cli(
-    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["distillguard", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def _texts(key_path: Path | None, n: int, seed: int) -> str:
