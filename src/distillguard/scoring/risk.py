@@ -78,22 +78,25 @@ def _edge_column(edges: pa.Table, name: str) -> np.ndarray:
     return edges[name].to_numpy()
 
 
+def _endpoints(edges: pa.Table, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions (in `ids`) of each edge's two accounts, computed once per scoring run."""
+    value_set = pa.array(ids, pa.string())
+    a = pc.index_in(edges["a"], value_set=value_set).to_numpy(zero_copy_only=False)
+    b = pc.index_in(edges["b"], value_set=value_set).to_numpy(zero_copy_only=False)
+    return a.astype(np.int64), b.astype(np.int64)
+
+
 def _internal_partner_counts(
-    edges: pa.Table, cluster_of: dict[str, int], ids: list[str]
+    edges: pa.Table, a: np.ndarray, b: np.ndarray, cl: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Per account: partners inside its own cluster per kind of evidence, and content overlap."""
-    index = {k: i for i, k in enumerate(ids)}
-    a = np.fromiter((index[x] for x in edges["a"].to_pylist()), np.int64, edges.num_rows)
-    b = np.fromiter((index[x] for x in edges["b"].to_pylist()), np.int64, edges.num_rows)
-    cl = np.array([cluster_of[k] for k in ids], dtype=np.int64)
+    n = len(cl)
     internal = cl[a] == cl[b]
     out: dict[str, np.ndarray] = {}
     for name, views in LINK_VIEWS.items():
         weight = sum(_edge_column(edges, v) for v in views)
         has = internal & (weight >= LINK_MIN[name])
-        out[name] = np.bincount(a[has], minlength=len(ids)) + np.bincount(
-            b[has], minlength=len(ids)
-        )
+        out[name] = np.bincount(a[has], minlength=n) + np.bincount(b[has], minlength=n)
     # Template overlap of the pair: exact templates, or paraphrase bands for reworded ones.
     overlap = np.maximum.reduce(
         [
@@ -102,7 +105,7 @@ def _internal_partner_counts(
             _edge_column(edges, "w_sentence") / VIEW_WEIGHTS["sentence"],
         ]
     )
-    best = np.zeros(len(ids))
+    best = np.zeros(n)
     np.maximum.at(best, a[internal], overlap[internal])
     np.maximum.at(best, b[internal], overlap[internal])
     out["content_overlap"] = best
@@ -112,14 +115,14 @@ def _internal_partner_counts(
 FRESH_DAYS = 60.0
 
 
-def _density_ratio(edges: pa.Table, index: dict[str, int], cl: np.ndarray, k: int) -> np.ndarray:
+def _density_ratio(
+    edges: pa.Table, a: np.ndarray, b: np.ndarray, cl: np.ndarray, k: int
+) -> np.ndarray:
     """Link weight per pair inside each cluster over link weight per pair in the population.
 
     Fraudar/SliceNDice-style: a group whose members share far more (weak) evidence with each
     other than random accounts do is improbable, even when no single link is strong.
     """
-    a = np.fromiter((index[x] for x in edges["a"].to_pylist()), np.int64, edges.num_rows)
-    b = np.fromiter((index[x] for x in edges["b"].to_pylist()), np.int64, edges.num_rows)
     w = edges["weight"].to_numpy()
     n = len(cl)
     overall = w.sum() / max(n * (n - 1) / 2, 1.0)
@@ -208,7 +211,9 @@ def own_evidence(cols: Columns) -> np.ndarray:
     return np.nan_to_num(np.nanmax(np.vstack([*asks, rotation, disposable]), axis=0))
 
 
-def _fit(cols: Columns, edges: pa.Table, ids: list[str], cl: np.ndarray) -> np.ndarray:
+def _fit(
+    cols: Columns, edges: pa.Table, a: np.ndarray, b: np.ndarray, cl: np.ndarray
+) -> np.ndarray:
     """How much of its cluster's risk an account inherits, in [0, 1].
 
     A community can sweep in bystanders that share a few sentences or a campus subnet with a
@@ -217,9 +222,6 @@ def _fit(cols: Columns, edges: pa.Table, ids: list[str], cl: np.ndarray) -> np.n
     strongly linked to its working accounts; a benchmark team next to it is not.
     """
     own = own_evidence(cols)
-    index = {k: i for i, k in enumerate(ids)}
-    a = np.fromiter((index[x] for x in edges["a"].to_pylist()), np.int64, edges.num_rows)
-    b = np.fromiter((index[x] for x in edges["b"].to_pylist()), np.int64, edges.num_rows)
     # Network links carry no guilt (residential proxy exits are real people's lines), nor does
     # resembling someone (twins): only shared content, timing or identity does.
     incidental = sum(_edge_column(edges, v) for v in ("w_ip", "w_subnet", "w_twin"))
@@ -273,10 +275,11 @@ def score(
     n = len(ids)
 
     behaviour, a_contrib = noisy_or(ACCOUNT_INDICATORS, cols, n)
-    partners = _internal_partner_counts(edges, cluster_of, ids)
+    a, b = _endpoints(edges, ids)
+    partners = _internal_partner_counts(edges, a, b, cl)
     ccols = _cluster_evidence(cl, partners)
     k = len(ccols["size"])
-    ccols["density_ratio"] = _density_ratio(edges, {x: i for i, x in enumerate(ids)}, cl, k)
+    ccols["density_ratio"] = _density_ratio(edges, a, b, cl, k)
     ccols.update(_cluster_rates(cl, cols, k))
     coordination, c_contrib = noisy_or(CLUSTER_INDICATORS, ccols, k)
     group_behaviour, g_contrib = noisy_or(CLUSTER_BEHAVIOUR, ccols, k)
@@ -285,7 +288,7 @@ def score(
     cluster_risk = cluster_behaviour * (0.5 + 0.5 * coordination)
     c_contrib = np.hstack([c_contrib, g_contrib * coordination[:, None]])
 
-    fit = _fit(cols, edges, ids, cl)
+    fit = _fit(cols, edges, a, b, cl)
     risk = 1.0 - (1.0 - cluster_risk[cl] * fit) * (1.0 - SOLO_WEIGHT * behaviour)
     boost_reasons: dict[str, str] = {}
     if boosts is not None and boosts.num_rows:
