@@ -13,6 +13,8 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from distillguard.links.graph import edge_endpoints
+
 # Two flagged clusters are one campaign when at least this share of one cluster's accounts
 # have a strong link into the other: Leiden cut a piece off one operation.
 MERGE_MEMBER_SHARE = 0.5
@@ -94,10 +96,8 @@ def _merge_linked_clusters(
     n = len(clusters)
     pos = {int(c): i for i, c in enumerate(clusters)}
     ids = accounts["account_id"].to_pylist()
-    index = {k: i for i, k in enumerate(ids)}
     of = np.array([pos.get(int(c), -1) for c in accounts["cluster"].to_pylist()], dtype=np.int64)
-    a = np.array([index[x] for x in edges["a"].to_pylist()], dtype=np.int64)
-    b = np.array([index[x] for x in edges["b"].to_pylist()], dtype=np.int64)
+    a, b = edge_endpoints(edges, ids)
     ca, cb = of[a], of[b]
     keep = (ca >= 0) & (cb >= 0) & (ca != cb) & (edges["weight"].to_numpy() >= STRONG_EDGE)
     # (account, other cluster) pairs, each counted once however many links it has.

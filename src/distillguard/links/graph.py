@@ -15,6 +15,7 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from distillguard.links.evidence import NETWORK_VIEWS, OVERLAP_VIEWS, VIEW_WEIGHTS, VIEWS
@@ -146,3 +147,15 @@ def account_order(ids: pa.Array) -> pa.Table:
         len(values)
     )
     return pa.table({"account_id": pa.array(values, pa.string()), "ord": pa.array(rank)})
+
+
+def edge_endpoints(edges: pa.Table, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions (in `ids`) of each edge's two accounts, vectorised."""
+    value_set = pa.array(ids, pa.string())
+    a = pc.index_in(edges["a"].cast(pa.string()), value_set=value_set).to_numpy(
+        zero_copy_only=False
+    )
+    b = pc.index_in(edges["b"].cast(pa.string()), value_set=value_set).to_numpy(
+        zero_copy_only=False
+    )
+    return a.astype(np.int64), b.astype(np.int64)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard.links.evidence import VIEW_WEIGHTS
+from distillguard.links.graph import edge_endpoints
 from distillguard.scoring import DEFAULT_THRESHOLD
 from distillguard.scoring.indicators import (
     ACCOUNT_INDICATORS,
@@ -76,14 +77,6 @@ def _edge_column(edges: pa.Table, name: str) -> np.ndarray:
     if name not in edges.column_names:
         return np.zeros(edges.num_rows)
     return edges[name].to_numpy()
-
-
-def _endpoints(edges: pa.Table, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions (in `ids`) of each edge's two accounts, computed once per scoring run."""
-    value_set = pa.array(ids, pa.string())
-    a = pc.index_in(edges["a"], value_set=value_set).to_numpy(zero_copy_only=False)
-    b = pc.index_in(edges["b"], value_set=value_set).to_numpy(zero_copy_only=False)
-    return a.astype(np.int64), b.astype(np.int64)
 
 
 def _internal_partner_counts(
@@ -275,7 +268,7 @@ def score(
     n = len(ids)
 
     behaviour, a_contrib = noisy_or(ACCOUNT_INDICATORS, cols, n)
-    a, b = _endpoints(edges, ids)
+    a, b = edge_endpoints(edges, ids)
     partners = _internal_partner_counts(edges, a, b, cl)
     ccols = _cluster_evidence(cl, partners)
     k = len(ccols["size"])
