@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,provenance]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,provenance,spark]'
 	touch $(STAMP)
 
 demo: $(STAMP)
