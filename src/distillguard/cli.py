@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "distillguard.provenance.commands",
     "distillguard.report.commands",
     "distillguard.serve.commands",
+    "distillguard.signup.commands",
 )
 
 
