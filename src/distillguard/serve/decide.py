@@ -4,7 +4,9 @@ behaviour b = noisy-OR of `scoring.indicators.ACCOUNT_INDICATORS` over the long 
 indicators, weights and reason texts as `distillguard detect`); cluster risk R comes from the
 last background analysis (linkage + Leiden + `scoring.risk.score`), and the account's risk is
 `scoring.risk`'s own combination, 1 - (1 - R)(1 - SOLO_WEIGHT * b). Thresholds and hard volume
-limits in the config turn risk into allow / throttle / challenge / block.
+limits in the config turn risk into allow / throttle / challenge / block. Each decision also
+names the countermeasures (`distillguard.countermeasures`) a gateway applies to the account's
+responses: those whose `[countermeasures]` threshold the risk reaches; never any for `allow`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from distillguard.errors import UserError
 from distillguard.scoring.indicators import ACCOUNT_INDICATORS, noisy_or
 from distillguard.scoring.risk import MAX_REASONS, SOLO_WEIGHT
 from distillguard.serve.features import indicator_columns
@@ -41,6 +44,8 @@ class Policy:
     block: float
     max_requests: int
     max_output_tokens: int
+    # (countermeasure name, risk threshold); a threshold above 1 turns the measure off
+    measures: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_config(cls, raw: dict[str, Any]) -> Policy:
@@ -51,7 +56,23 @@ class Policy:
             float(d["block"]),
             int(lim["requests"]),
             int(lim["output_tokens"]),
+            _measures(raw.get("countermeasures", {})),
         )
+
+
+def _measures(section: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    out = []
+    for name, threshold in section.items():
+        if not isinstance(threshold, int | float) or threshold < 0:
+            raise UserError(f"config: countermeasures.{name} must be a risk threshold >= 0")
+        out.append((name, float(threshold)))
+    return tuple(out)
+
+
+def _chosen_measures(risk: np.ndarray, labels: np.ndarray, p: Policy) -> np.ndarray:
+    """(accounts, measures) bool: the risk reaches the measure's threshold and is not `allow`."""
+    thresholds = np.array([t for _, t in p.measures], dtype=float)
+    return (risk[:, None] >= thresholds[None, :]) & (labels[:, None] > 0)
 
 
 def _label(risk: np.ndarray, p: Policy) -> np.ndarray:
@@ -83,6 +104,8 @@ def decide(
     r = np.array([v.risk if v else 0.0 for v in cluster])
     risk = np.clip(1.0 - (1.0 - r) * (1.0 - SOLO_WEIGHT * behaviour), 0.0, 1.0)
     labels = _label(risk, policy)
+    chosen = _chosen_measures(risk, labels, policy)
+    names = [name for name, _ in policy.measures]
     out = []
     for i, account in enumerate(w.accounts):
         fired = [
@@ -107,6 +130,7 @@ def decide(
                 "risk": round(float(risk[i]), 4),
                 "reasons": reasons,
                 "campaign_id": v.campaign_id if v else None,
+                "countermeasures": [n for n, on in zip(names, chosen[i], strict=True) if on],
             }
         )
     return out
