@@ -277,6 +277,8 @@ class PersonaAccounts:
     template: np.ndarray  # wrapper/batch/benchmark template code per account
     order: np.ndarray  # attack wrapper slot order code per account
     table: pa.Table  # contract.ACCOUNTS rows
+    # ground truth only: sign-up run of a batch-registered account (-1 = registered alone)
+    signup_batch: np.ndarray | None = None
 
 
 @dataclass
@@ -423,14 +425,18 @@ def _organic_signups(
     )
 
 
-def _created_at(p: Persona, rng: np.random.Generator, active_start: np.ndarray) -> np.ndarray:
+def _created_at(
+    p: Persona, rng: np.random.Generator, active_start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sign-up times, and each account's sign-up run (batch sign-ups; -1 = registered alone)."""
     n = len(active_start)
+    alone = np.full(n, -1, np.int64)
     if p.signup == "organic":
         age = np.minimum(rng.exponential(300.0, n), 1000.0) + rng.random(n) * 2
-        return (active_start.min() - age * DAY_MS).astype(np.int64)
+        return (active_start.min() - age * DAY_MS).astype(np.int64), alone
     if p.signup == "staggered":
         lead = rng.uniform(3.0, 45.0, n) * DAY_MS + rng.uniform(8, 22, n) * HOUR_MS
-        return (active_start - lead).astype(np.int64)
+        return (active_start - lead).astype(np.int64), alone
     # batch: accounts are registered in bursts of tens, hours apart, days before they are used
     order = np.argsort(active_start, kind="stable")
     group = np.zeros(n, np.int64)
@@ -440,7 +446,7 @@ def _created_at(p: Persona, rng: np.random.Generator, active_start: np.ndarray) 
     first_use = np.full(n_groups, np.iinfo(np.int64).max)
     np.minimum.at(first_use, group, active_start)
     group_time = first_use - rng.uniform(1.0, 20.0, n_groups) * DAY_MS
-    return (group_time[group] + rng.uniform(0, 3, n) * HOUR_MS).astype(np.int64)
+    return (group_time[group] + rng.uniform(0, 3, n) * HOUR_MS).astype(np.int64), group
 
 
 def _emails(
@@ -518,10 +524,11 @@ def build_persona_accounts(
 
     ids = scramble(rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64), account_salt)
     account_id = hex_ids("acct_", ids, 12)
+    signup_batch = np.full(n, -1, np.int64)
     if p.signup == "organic":
         created, start, end = _organic_signups(p, sc, rng, start, end, org_of, n_orgs)
     else:
-        created = _created_at(p, rng, start)
+        created, signup_batch = _created_at(p, rng, start)
     created = np.minimum(created, start - 10 * 60_000)
 
     ip_off, ip_cnt, signup_ip = _networks(
@@ -584,6 +591,7 @@ def build_persona_accounts(
         template,
         order,
         table,
+        signup_batch,
     )
 
 

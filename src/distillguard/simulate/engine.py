@@ -7,6 +7,8 @@ Output layout (DIR):
   releases.parquet  contract.RELEASES
   ip_intel.csv      contract section 4
   truth.json        scenario metadata: per-campaign main capability, counts, personas
+  signups.parquet   sign-up ground truth: per account its planned first use, its campaign's
+                    start, whether it is a replacement account, and its batch sign-up run
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ def simulate(
         personas.append(acc)
         taken[p.campaign] = taken.get(p.campaign, 0) + len(acc.n_events)
     _write_accounts(out, sc, personas)
+    _write_signup_truth(out, sc, personas)
     network.write_ip_intel(
         out / "ip_intel.csv", np.concatenate(proxy_flags) if proxy_flags else np.zeros(0, np.uint32)
     )
@@ -265,6 +268,50 @@ def _write_accounts(out: Path, sc: Scenario, personas: list[PersonaAccounts]) ->
         schema=contract.RELEASES,
     )
     pq.write_table(releases, out / "releases.parquet", **PARQUET_OPTS)
+
+
+def _write_signup_truth(out: Path, sc: Scenario, personas: list[PersonaAccounts]) -> None:
+    """Who signed up when, and which attacker accounts replace burned ones (issue 9).
+
+    A campaign starts with the first planned use of any of its accounts; an attacker account
+    registered after that start is a replacement (the operation was already running).
+    """
+    campaign_start: dict[str, int] = {}
+    for p in personas:
+        if p.persona.campaign and len(p.active_start):
+            first = int(p.active_start.min())
+            c = p.persona.campaign
+            campaign_start[c] = min(campaign_start.get(c, first), first)
+    parts = []
+    for p in personas:
+        n = len(p.n_events)
+        created = p.table["created_at"].cast(pa.int64()).to_numpy()
+        camp = p.persona.campaign
+        start = np.full(n, campaign_start.get(camp, 0) if camp else 0, np.int64)
+        batch = p.signup_batch if p.signup_batch is not None else np.full(n, -1, np.int64)
+        batch_ids = pa.array(
+            np.char.add(f"{p.persona.name}-", batch.astype(str)).astype(object), pa.string()
+        )
+        parts.append(
+            pa.table(
+                {
+                    "account_id": p.account_id,
+                    "persona": pa.array([p.persona.name] * n, pa.string()),
+                    "campaign_id": pa.array([camp] * n, pa.string()),
+                    "created_at": p.table["created_at"],
+                    "in_window": pa.array(created >= sc.start_ms),
+                    "first_use": pa.array(p.active_start, pa.int64()).cast(contract.TIMESTAMP),
+                    "campaign_start": pa.array(
+                        start, pa.int64(), mask=np.full(n, camp is None)
+                    ).cast(contract.TIMESTAMP),
+                    "replacement": pa.array((created > start) & (camp is not None)),
+                    "signup_batch": pc.if_else(pa.array(batch >= 0), batch_ids, None),
+                }
+            )
+        )
+    table = pa.concat_tables(parts)
+    order = pc.sort_indices(table, [("account_id", "ascending")])
+    pq.write_table(table.take(order), out / "signups.parquet", **PARQUET_OPTS)
 
 
 def _write_truth(
