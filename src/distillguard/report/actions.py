@@ -33,7 +33,8 @@ RULE_KEYS = {
     "min_reasons",
     "tiers",
 }
-TOP_KEYS = {"version", "default_action", "protected", "throttle", "rule"}
+# `signup` holds the sign-up check thresholds, validated by distillguard.signup.policy.
+TOP_KEYS = {"version", "default_action", "protected", "throttle", "rule", "signup"}
 # Sign-up paths an extraction operation abuses, with the control that closes each.
 TIER_ADVICE = {
     "edu": "verify institutional e-mail or campus SSO before granting edu access",

@@ -1,0 +1,219 @@
+"""What is already known when a new account signs up: the campaigns' burned identities and networks.
+
+`KnownState` holds small Arrow tables keyed by payment fingerprint, device fingerprint, e-mail
+domain, IP, /24 subnet and ASN, each with the campaign it points to and how strongly (share of
+holders flagged, share of traffic sent by flagged accounts). It is built either from a
+`distillguard detect` run directory (`from_run`) or from plain tables (`from_tables`, used by the
+service), with the same SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distillguard.report.rundir import RunDir
+from distillguard.signup.policy import WEBMAIL, SignupPolicy
+
+# Sign-up records of earlier accounts: what the check compares new sign-ups with.
+HISTORY_SCHEMA = pa.schema(
+    [
+        ("account_id", pa.string()),
+        ("created_ms", pa.int64()),
+        ("signup_ip", pa.string()),
+        ("subnet", pa.string()),
+        ("asn", pa.string()),
+        ("ip_kind", pa.string()),
+        ("payment_fingerprint", pa.string()),
+        ("device_fingerprint", pa.string()),
+        ("email_domain", pa.string()),
+        ("name_pattern", pa.string()),  # keyed hash of a templated e-mail name, never the name
+    ]
+)
+# Per-account verdicts: flagged or in a campaign.
+VERDICT_SCHEMA = pa.schema(
+    [("account_id", pa.string()), ("campaign_id", pa.string()), ("flagged", pa.bool_())]
+)
+# Per-request network use (one row per request, or pre-aggregated with `requests`).
+TRAFFIC_SCHEMA = pa.schema(
+    [
+        ("account_id", pa.string()),
+        ("client_ip", pa.string()),
+        ("subnet", pa.string()),
+        ("asn", pa.string()),
+        ("ip_kind", pa.string()),
+        ("requests", pa.int64()),
+    ]
+)
+# Hosting, VPN, proxy and Tor networks are rented pools; home and mobile ISPs are shared by
+# everyone, so only the former can be "a campaign's pool" at the ASN level.
+POOL_KINDS = ("datacenter", "vpn", "proxy", "tor")
+IDENTITY_KEYS = ("payment_fingerprint", "device_fingerprint")
+
+
+@dataclass
+class KnownState:
+    """Campaign-linked keys. Each table: key, campaign_id, n_flagged, n (holders), share."""
+
+    payment: pa.Table
+    device: pa.Table
+    domain: pa.Table
+    ip: pa.Table
+    subnet: pa.Table
+    pool: pa.Table
+    history: pa.Table  # HISTORY_SCHEMA: earlier sign-ups (for bursts and naming patterns)
+    flagged_accounts: int = 0
+    campaigns: int = 0
+
+    @classmethod
+    def from_tables(
+        cls,
+        verdicts: pa.Table,
+        history: pa.Table,
+        traffic: pa.Table | None,
+        policy: SignupPolicy,
+        exclude: pa.Array | None = None,
+    ) -> KnownState:
+        """`exclude`: accounts judged now, left out of what is known (no self-match)."""
+        if exclude is not None and len(exclude):
+            verdicts, history = _without(verdicts, exclude), _without(history, exclude)
+            traffic = _without(traffic, exclude) if traffic is not None else None
+        con = duckdb.connect()
+        try:
+            con.register("verdicts", verdicts.select(VERDICT_SCHEMA.names))
+            con.register("history", history.select(HISTORY_SCHEMA.names))
+            if traffic is not None:
+                con.register("traffic_in", traffic.select(TRAFFIC_SCHEMA.names))
+            return cls._build(con, history, traffic is not None, policy)
+        finally:
+            con.close()
+
+    @classmethod
+    def from_run(
+        cls, run: RunDir, policy: SignupPolicy, exclude: pa.Array | None = None
+    ) -> KnownState:
+        """From a detect run: verdicts, ingested sign-up records and enriched traffic."""
+        verdicts = run.sql(
+            f"SELECT account_id, campaign_id, coalesce(flagged, false) AS flagged "
+            f"FROM {run_verdict_view(run)}"
+        )
+        history = history_from_run(run)
+        traffic = None
+        if run.has("enriched", "account_id", "client_ip", "subnet", "asn", "ip_kind"):
+            traffic = run.sql(
+                "SELECT account_id, client_ip, subnet, asn, ip_kind, count(*) AS requests "
+                "FROM enriched GROUP BY ALL"
+            )
+        return cls.from_tables(verdicts, history, traffic, policy, exclude)
+
+    @classmethod
+    def _build(
+        cls, con: duckdb.DuckDBPyConnection, history: pa.Table, traffic: bool, p: SignupPolicy
+    ) -> KnownState:
+        con.execute(
+            "CREATE TEMP TABLE bad AS SELECT account_id, "
+            "coalesce(campaign_id, 'flagged') AS campaign_id FROM verdicts "
+            "WHERE flagged OR campaign_id IS NOT NULL"
+        )
+
+        def identity(key: str) -> pa.Table:
+            # a card or device counts when most of its holders were flagged: a company card
+            # shared by one falsely flagged account and twenty colleagues does not
+            return con.sql(
+                f"""
+                SELECT h.{key} AS key, arg_max(b.campaign_id, b.campaign_id IS NOT NULL) AS
+                       campaign_id, count(b.account_id) AS n_flagged, count(*) AS n,
+                       count(b.account_id) / count(*) AS share
+                FROM history h LEFT JOIN bad b USING (account_id)
+                WHERE h.{key} IS NOT NULL GROUP BY h.{key}
+                HAVING count(b.account_id) >= 1 AND share >= {p.identity_flagged_share}
+                """
+            ).to_arrow_table()
+
+        def shared(key: str, where: str, share: float, min_flagged: int = 1) -> pa.Table:
+            return con.sql(
+                f"""
+                SELECT t.{key} AS key, mode(b.campaign_id) AS campaign_id,
+                       count(DISTINCT b.account_id) AS n_flagged,
+                       count(DISTINCT t.account_id) AS n,
+                       sum(CASE WHEN b.account_id IS NOT NULL THEN t.requests ELSE 0 END)
+                         / sum(t.requests) AS share,
+                       any_value(t.ip_kind) AS ip_kind
+                FROM traffic t LEFT JOIN bad b USING (account_id)
+                WHERE t.{key} IS NOT NULL AND {where} GROUP BY t.{key}
+                HAVING count(DISTINCT b.account_id) >= {min_flagged} AND share >= {share}
+                """
+            ).to_arrow_table()
+
+        # sign-up addresses are part of what a campaign used, with or without its traffic
+        signups = (
+            "SELECT account_id, signup_ip AS client_ip, subnet, asn, ip_kind, 1::BIGINT AS "
+            "requests FROM history WHERE signup_ip IS NOT NULL"
+        )
+        union = f"SELECT * FROM traffic_in UNION ALL {signups}" if traffic else signups
+        con.execute(f"CREATE TEMP TABLE traffic AS {union}")
+        pools = ", ".join(f"'{k}'" for k in POOL_KINDS)
+        # big mailbox providers carry everybody: a campaign using gmail.com says nothing
+        webmail = ", ".join(f"'{d}'" for d in WEBMAIL)
+        domain = con.sql(
+            f"""
+            SELECT lower(h.email_domain) AS key, mode(b.campaign_id) AS campaign_id,
+                   count(b.account_id) AS n_flagged, count(*) AS n,
+                   count(b.account_id) / count(*) AS share
+            FROM history h LEFT JOIN bad b USING (account_id)
+            WHERE h.email_domain IS NOT NULL AND lower(h.email_domain) NOT IN ({webmail})
+            GROUP BY 1
+            HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
+            """
+        ).to_arrow_table()
+        flagged, campaigns = con.execute(
+            "SELECT count(*), count(DISTINCT campaign_id) FROM bad"
+        ).fetchall()[0]
+        return cls(
+            payment=identity("payment_fingerprint"),
+            device=identity("device_fingerprint"),
+            domain=domain,
+            ip=shared("client_ip", "true", p.ip_campaign_share),
+            subnet=shared("subnet", "true", p.ip_campaign_share, 2),
+            pool=shared("asn", f"t.ip_kind IN ({pools})", p.pool_campaign_share, 2),
+            history=history,
+            flagged_accounts=int(flagged),
+            campaigns=int(campaigns),
+        )
+
+
+def _without(table: pa.Table, accounts: pa.Array) -> pa.Table:
+    keep = pc.invert(pc.is_in(table["account_id"], value_set=accounts.cast(pa.string())))
+    return table.filter(keep)
+
+
+def run_verdict_view(run: RunDir) -> str:
+    return "accounts" if run.has("accounts", "flagged") else run.scores_view
+
+
+def history_from_run(run: RunDir) -> pa.Table:
+    """The run's ingested sign-up records (no e-mail: ingest never writes it) as history rows."""
+    from distillguard.signup.features import network_columns
+
+    if not run.has("signup", "account_id"):
+        return HISTORY_SCHEMA.empty_table()
+
+    def col(name: str, cast: str = "VARCHAR") -> str:
+        return f"CAST({name} AS {cast})" if run.has("signup", name) else f"NULL::{cast}"
+
+    raw = run.sql(
+        f"SELECT account_id, epoch_ms({col('created_at', 'TIMESTAMP')}) AS created_ms, "
+        f"{col('signup_ip')} AS signup_ip, {col('payment_fingerprint')} AS payment_fingerprint, "
+        f"{col('device_fingerprint')} AS device_fingerprint, "
+        f"lower({col('email_domain')}) AS email_domain FROM signup"
+    )
+    return network_columns(raw, run_ip_intel(run)).select(HISTORY_SCHEMA.names).cast(HISTORY_SCHEMA)
+
+
+def run_ip_intel(run: RunDir) -> pa.Table | None:
+    if not run.has("ip_intel", "cidr", "kind"):
+        return None
+    return run.table("ip_intel")
