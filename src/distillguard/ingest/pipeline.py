@@ -27,13 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distillguard.errors import UserError
 from distillguard.ingest import ipintel
-from distillguard.ingest.sections import FieldRule, Section, get_section
-from distillguard.ingest.sources import SourceFile, one_line, resolve_inputs, sql_ident, sql_str
+from distillguard.ingest.sections import Section, get_section
+from distillguard.ingest.sources import (
+    SourceFile,
+    json_values_reader,
+    one_line,
+    resolve_inputs,
+    sql_str,
+)
 from distillguard.ingest.validate import address_rule, typed_select, validated_select
 
 ROW_GROUP_ROWS = 128 * 1024
@@ -121,14 +129,34 @@ def duck_session(
 
 
 class _Run:
-    """The passes over one section's inputs on one connection."""
+    """The passes over one section's inputs on one connection.
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, section: Section, sources: list[SourceFile]):
-        self.con, self.section, self.sources = con, section, sources
+    `scan()` is the one pass over the input: DuckDB validates every record and streams
+    Arrow batches; each batch is split here into accepted rows (to the sink), their keys
+    (to a slim side file, for duplicates) and rejected rows (to a side file, for rejects.jsonl).
+    """
 
-    def union(self, row_numbers: bool, only: tuple[str, ...] | None = None) -> str:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        section: Section,
+        sources: list[SourceFile],
+        work: Path,
+    ):
+        self.con, self.section, self.sources, self.work = con, section, sources, work
+        self.address = address_rule(section)
+        self.known_raw = pa.array([], pa.string())  # address strings parsed so far ...
+        self.known_norm = pa.array([], pa.string())  # ... and their normal form (NULL: invalid)
+        self.per_file = np.zeros(len(sources), dtype=np.int64)
+        self.keys_path = work / f"keys-{section.name}.parquet"
+        self.bad_path = work / f"bad-{section.name}.parquet"
+        self.keys_writer: pq.ParquetWriter | None = None
+        self.bad_writer: pq.ParquetWriter | None = None
+        self.bad_rows = 0
+
+    def union(self) -> str:
         parts = [
-            typed_select(self.con, s, i, self.section, row_numbers, only)
+            typed_select(self.con, s, i, self.section, row_numbers=True)
             for i, s in enumerate(self.sources)
         ]
         return " UNION ALL ".join(f"({p})" for p in parts)
@@ -139,117 +167,192 @@ class _Run:
         except duckdb.Error as exc:
             raise UserError(f"{what}: {one_line(exc)}") from None
 
-    def table(self, query: str) -> pa.Table:
+    def table(self, query: str, what: str) -> pa.Table:
         try:
             return self.con.sql(query).to_arrow_table()
         except duckdb.Error as exc:
-            raise UserError(f"{self._inputs_label()}: {one_line(exc)}") from None
+            raise UserError(f"{what}: {one_line(exc)}") from None
 
     def _inputs_label(self) -> str:
         names = [s.display for s in self.sources]
         return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more)"
 
-    # pass A -------------------------------------------------------------------------------
-    def count(self, counts: SectionCounts) -> int:
-        """Validate everything once into a slim key table; parse distinct addresses; count."""
-        key = sql_ident(self.section.key)
-        address = address_rule(self.section)
-        valid = validated_select(self.section, self.union(row_numbers=True), deferred=True)
-        addr_cols = ", _why_ok, _addr" if address is not None else ""
-        self.sql(
-            "CREATE OR REPLACE TEMP TABLE _keys AS "
-            f"SELECT _fid, _ord, {key} AS k, _why{addr_cols} FROM ({valid})",
-            self._inputs_label(),
-        )
-        self.build_address_map(address)
-        if address is not None:
-            # An address that parsed is valid: the reason is the one computed as if it were.
-            # When the address is itself the key (CIDR), deduplicate on its normalised form.
-            k = "coalesce(m.norm, k)" if address.name == self.section.key else "k"
-            self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE _keys AS SELECT _fid, _ord, {k} AS k, "
-                "CASE WHEN _addr IS NOT NULL AND m.norm IS NOT NULL THEN _why_ok ELSE _why END "
-                "AS _why "
-                "FROM _keys LEFT JOIN _addrmap m ON m.raw = _keys._addr"
-            )
-        per_file = dict(
-            self.con.execute("SELECT _fid, count(*) FROM _keys GROUP BY _fid").fetchall()
-        )
+    # the pass -----------------------------------------------------------------------------
+    def scan(self, sink: Callable[[pa.Table], None], report: Callable[[int], None]) -> int:
+        """Validate and split every record once; returns the number of records read."""
+        query = validated_select(self.section, self.union())
+        try:
+            reader = self.con.sql(query).to_arrow_reader(2 * ROW_GROUP_ROWS)
+        except duckdb.Error as exc:
+            raise UserError(f"{self._inputs_label()}: {one_line(exc)}") from None
+        read = 0
+        try:
+            for batch in prefetched(reader):
+                accepted = self.split(pa.Table.from_batches([batch]))
+                sink(accepted)
+                read += batch.num_rows
+                report(read)
+        except duckdb.Error as exc:
+            raise UserError(f"{self._inputs_label()}: {one_line(exc)}") from None
+        finally:
+            for w in (self.keys_writer, self.bad_writer):
+                if w is not None:
+                    w.close()
         for i, s in enumerate(self.sources):
-            if per_file.get(i, 0) == 0:
+            if self.per_file[i] == 0:
                 raise UserError(f"{s.display}: no records (empty file or header only)")
-        counts.read = int(self.con.execute("SELECT count(*) FROM _keys").fetchall()[0][0])
+        return read
+
+    def split(self, table: pa.Table) -> pa.Table:
+        """Accepted rows of one batch in the contract schema; keys and rejects go aside."""
+        fids = table["_fid"].to_numpy()
+        self.per_file += np.bincount(fids, minlength=len(self.sources))
+        why = table["_why"]
+        if self.address is not None:
+            table, why = self._resolve_addresses(table, why)
+        if why.null_count == table.num_rows:  # the common case: nothing rejected
+            good = table
+        else:
+            ok = pc.is_null(why)
+            good = table.filter(ok)
+            bad = table.filter(pc.invert(ok)).select(["_fid", "_row", "_line", "_ord", "_blank"])
+            bad = bad.append_column("_why", why.filter(pc.invert(ok)))
+            bad = bad.append_column("_rec", table["_rec"].filter(pc.invert(ok)))
+            self._write_side("bad", bad)
+            self.bad_rows += bad.num_rows
+        keys = good.select([self.section.key, "_ord"]).rename_columns(["k", "_ord"])
+        self._write_side("keys", keys)
+        return to_contract(good, self.section.schema)
+
+    def _resolve_addresses(
+        self, table: pa.Table, why: pa.ChunkedArray
+    ) -> tuple[pa.Table, pa.ChunkedArray]:
+        """Parse the batch's new distinct non-IPv4 address strings once each (Python's
+        `ipaddress`), then pick each row's reason and normal form by vectorised lookup."""
+        assert self.address is not None
+        addr = table["_addr"]
+        if addr.null_count == table.num_rows:
+            return table, why
+        distinct = pc.unique(addr.drop_null().combine_chunks())
+        new = distinct.filter(pc.is_null(pc.index_in(distinct, self.known_raw)))
+        if len(new):
+            norm = ipintel.validity_map(new, cidr=self.address.kind == "cidr")
+            lookup = dict(zip(norm["raw"].to_pylist(), norm["norm"].to_pylist(), strict=True))
+            self.known_raw = pa.concat_arrays([self.known_raw, new])
+            self.known_norm = pa.concat_arrays(
+                [self.known_norm, pa.array([lookup.get(v) for v in new.to_pylist()], pa.string())]
+            )
+        norm = pc.take(self.known_norm, pc.index_in(addr, self.known_raw))
+        parsed = pc.is_valid(norm)
+        why = pc.if_else(parsed, table["_why_ok"], why)
+        name = self.address.name
+        value = pc.if_else(pc.is_null(addr), table[name], norm)
+        table = table.set_column(table.schema.get_field_index(name), name, value)
+        return table, why
+
+    def _write_side(self, which: str, table: pa.Table) -> None:
+        if which == "keys":
+            if self.keys_writer is None:
+                self.keys_writer = pq.ParquetWriter(self.keys_path, table.schema, compression="lz4")
+            self.keys_writer.write_table(table)
+        else:
+            if self.bad_writer is None:
+                self.bad_writer = pq.ParquetWriter(self.bad_path, table.schema, compression="lz4")
+            self.bad_writer.write_table(table)
+
+    # after the pass: rejects ---------------------------------------------------------------
+    def malformed_fix(self) -> None:
+        """`_fix(_fid, _row, why)`: rows that read as all-NULL and whose JSON line does not
+        parse as an object get `malformed_json`; a file with no object at all is an error."""
+        fix = pa.table(
+            {
+                "_fid": pa.array([], pa.int32()),
+                "_row": pa.array([], pa.int64()),
+                "why": pa.array([], pa.string()),
+            }
+        )
+        if self.bad_rows:
+            blanks = self.con.execute(
+                f"SELECT _fid, count(*) FROM read_parquet({sql_str(str(self.bad_path))}) "
+                "WHERE _blank GROUP BY _fid"
+            ).fetchall()
+            parts = [fix]
+            for fid, _ in blanks:
+                parts.append(self._malformed_rows(int(fid)))
+            fix = pa.concat_tables(parts)
+        self.con.register("_fix_arrow", fix)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _fix AS SELECT * FROM _fix_arrow")
+        self.con.unregister("_fix_arrow")
+
+    def _malformed_rows(self, fid: int) -> pa.Table:
+        source = self.sources[fid]
+        blank_rows = (
+            f"SELECT _row FROM read_parquet({sql_str(str(self.bad_path))}) "
+            f"WHERE _blank AND _fid = {fid}"
+        )
+        query = (
+            f"SELECT {fid}::INTEGER AS _fid, _row, 'malformed_json:' AS why FROM ("
+            f"SELECT json, row_number() OVER () - 1 AS _row FROM {json_values_reader(source)}) "
+            f"WHERE _row IN ({blank_rows}) "
+            "AND (json IS NULL OR json_type(json) <> 'OBJECT') ORDER BY _row"
+        )
+        table = self.table(query, source.display)
+        if table.num_rows and table.num_rows == self.per_file[fid]:
+            first = int(table["_row"][0].as_py()) + 1
+            raise UserError(
+                f"{source.display}: not JSON Lines (no line is a JSON object; line {first} "
+                "is malformed)"
+            )
+        return table
+
+    def _bad_sql(self) -> str:
+        return (
+            f"SELECT b.*, coalesce(f.why, b._why) AS w "
+            f"FROM read_parquet({sql_str(str(self.bad_path))}) b "
+            "LEFT JOIN _fix f ON f._fid = b._fid AND f._row = b._row"
+        )
+
+    def count_rejects(self, counts: SectionCounts) -> None:
+        if not self.bad_rows:
+            return
         for why, n in self.con.execute(
-            "SELECT _why, count(*) FROM _keys WHERE _why IS NOT NULL GROUP BY _why ORDER BY 2 DESC"
+            f"SELECT w, count(*) FROM ({self._bad_sql()}) GROUP BY w ORDER BY 2 DESC, 1"
         ).fetchall():
             reason = why.split(":", 1)[0]
             counts.by_field[why] = int(n)
             counts.by_reason[reason] = counts.by_reason.get(reason, 0) + int(n)
         counts.rejected = sum(counts.by_reason.values())
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE _dups AS SELECT k, min(_ord) AS keep, count(*) AS n "
-            "FROM _keys WHERE _why IS NULL GROUP BY k HAVING count(*) > 1"
-        )
-        self.con.execute("DROP TABLE _keys")
-        dup_groups, dup_rows = self.con.execute(
-            "SELECT count(*), coalesce(sum(n - 1), 0) FROM _dups"
-        ).fetchall()[0]
-        counts.duplicate = int(dup_rows)
-        counts.accepted = counts.read - counts.rejected - counts.duplicate
-        return int(dup_groups)
 
-    def build_address_map(self, address: FieldRule | None) -> None:
-        """`_addrmap(raw, norm)`: the valid ones among the distinct non-IPv4 address strings."""
-        if address is None:
-            mapping = pa.table(
-                {"raw": pa.array([], pa.string()), "norm": pa.array([], pa.string())}
-            )
-        else:
-            distinct = self.con.sql("SELECT DISTINCT _addr FROM _keys WHERE _addr IS NOT NULL")
-            values = distinct.to_arrow_table().column(0).combine_chunks()
-            mapping = ipintel.validity_map(values, cidr=address.kind == "cidr")
-        self.con.register("_map_arrow", mapping)
-        self.con.execute("CREATE OR REPLACE TEMP TABLE _addrmap AS SELECT * FROM _map_arrow")
-        self.con.unregister("_map_arrow")
-
-    # pass C -------------------------------------------------------------------------------
     def write_rejects(self, path: Path) -> None:
         files = ", ".join(f"{sql_str(s.display)}" for s in self.sources)
-        record = ", ".join(
-            f"{sql_str(r.name)}: {sql_ident('raw__' + r.name)}"
-            for r in self.section.rules
-            if r.name not in self.section.private_fields
-        )
-        valid = validated_select(self.section, self.union(row_numbers=True), raw_text=True)
         query = (
             f"COPY (SELECT {sql_str(self.section.name)} AS section, [{files}][_fid + 1] AS file, "
-            "_line AS line, _row AS row, split_part(_why, ':', 2) AS field, "
-            f"split_part(_why, ':', 1) AS reason, {{{record}}} AS record "
-            f"FROM ({valid}) WHERE _why IS NOT NULL ORDER BY _ord) "
+            "_line AS line, _row AS row, nullif(split_part(w, ':', 2), '') AS field, "
+            "split_part(w, ':', 1) AS reason, "
+            "CASE WHEN w = 'malformed_json:' THEN NULL ELSE _rec END AS record "
+            f"FROM ({self._bad_sql()}) ORDER BY _ord) "
             f"TO {sql_str(str(path))} (FORMAT json)"
         )
         self.sql(query, self._inputs_label())
 
-    def first_copies(self) -> pa.Table:
-        valid = validated_select(self.section, self.union(row_numbers=True))
-        cols = ", ".join(sql_ident(f.name) for f in self.section.schema)
-        query = (
-            f"SELECT {cols} FROM ({valid}) "
-            "WHERE _why IS NULL AND _ord IN (SELECT keep FROM _dups) ORDER BY _ord"
+    # after the pass: duplicates ------------------------------------------------------------
+    def duplicate_positions(self) -> np.ndarray:
+        """Positions (in accepted order) of the later valid copies of a key, sorted."""
+        if self.keys_writer is None:
+            return np.zeros(0, dtype=np.int64)
+        keys = f"read_parquet({sql_str(str(self.keys_path))}, file_row_number=true)"
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _dupkeys AS "
+            f"SELECT k FROM {keys} GROUP BY k HAVING count(*) > 1"
         )
-        return self.table(query)
-
-    # pass B -------------------------------------------------------------------------------
-    def stream_accepted(self, has_dups: bool) -> pa.RecordBatchReader:
-        valid = validated_select(self.section, self.union(row_numbers=False))
-        cols = ", ".join(sql_ident(f.name) for f in self.section.schema)
-        key = sql_ident(self.section.key)
-        anti = f" AND {key} NOT IN (SELECT k FROM _dups)" if has_dups else ""
-        query = f"SELECT {cols} FROM ({valid}) WHERE _why IS NULL{anti}"
-        try:
-            return self.con.sql(query).to_arrow_reader(2 * ROW_GROUP_ROWS)
-        except duckdb.Error as exc:
-            raise UserError(f"{self._inputs_label()}: {one_line(exc)}") from None
+        if not self.con.execute("SELECT count(*) FROM _dupkeys").fetchall()[0][0]:
+            return np.zeros(0, dtype=np.int64)
+        later = self.con.sql(
+            "SELECT pos FROM (SELECT file_row_number AS pos, "
+            "row_number() OVER (PARTITION BY k ORDER BY _ord) AS copy "
+            f"FROM {keys} WHERE k IN (SELECT k FROM _dupkeys)) WHERE copy > 1 ORDER BY pos"
+        ).to_arrow_table()
+        return later.column(0).to_numpy().astype(np.int64)
 
 
 def prefetched(reader: pa.RecordBatchReader, depth: int = 2) -> Iterator[pa.RecordBatch]:
@@ -305,29 +408,44 @@ DICTIONARY_COLUMNS = [
 
 
 class PartWriter:
-    """Writes `part-NNNNN.parquet` files of ~ROWS_PER_PART rows in ROW_GROUP_ROWS row groups."""
+    """Writes `part-NNNNN.parquet` files of ~ROWS_PER_PART rows in ROW_GROUP_ROWS row groups
+    (or one `single_file`). `finish(drop)` closes them and removes the rows at the given
+    accepted positions (later copies of a duplicated key), rewriting only the files that
+    hold such rows, one row group at a time."""
 
-    def __init__(self, directory: Path, schema: pa.Schema, single_file: Path | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        schema: pa.Schema,
+        single_file: Path | None = None,
+        drop_columns: frozenset[str] = frozenset(),
+    ):
         self.directory, self.schema, self.single_file = directory, schema, single_file
+        self.drop_columns = sorted(drop_columns)
         self.writer: pq.ParquetWriter | None = None
         self.in_part = 0
         self.parts = 0
         self.rows = 0
+        self.files: list[tuple[Path, int]] = []  # (path, first accepted position)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
+
+    def _new_writer(self, path: Path) -> pq.ParquetWriter:
+        return pq.ParquetWriter(
+            path,
+            self.schema,
+            compression="zstd",
+            compression_level=1,
+            use_dictionary=[c for c in DICTIONARY_COLUMNS if c in self.schema.names],
+        )
 
     def _open(self) -> pq.ParquetWriter:
         if self.writer is None or (self.single_file is None and self.in_part >= ROWS_PER_PART):
             if self.writer is not None:
                 self.writer.close()
             path = self.single_file or self.directory / f"part-{self.parts:05d}.parquet"
-            self.writer = pq.ParquetWriter(
-                path,
-                self.schema,
-                compression="zstd",
-                compression_level=1,
-                use_dictionary=[c for c in DICTIONARY_COLUMNS if c in self.schema.names],
-            )
+            self.writer = self._new_writer(path)
+            self.files.append((path, self.rows))
             self.parts += 1
             self.in_part = 0
         return self.writer
@@ -344,7 +462,7 @@ class PartWriter:
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            self.pending.append(table)
+            self.pending.append(table.drop_columns(self.drop_columns))
             self.pending_rows += table.num_rows
             self._flush()
 
@@ -355,48 +473,93 @@ class PartWriter:
         assert self.writer is not None
         self.writer.close()
 
+    def finish(self, drop: np.ndarray) -> None:
+        self.close()
+        ends = [start for _, start in self.files[1:]] + [self.rows]
+        for (path, start), end in zip(self.files, ends, strict=True):
+            mine = drop[(drop >= start) & (drop < end)] - start
+            if len(mine):
+                self._rewrite_without(path, mine)
+
+    def _rewrite_without(self, path: Path, rows: np.ndarray) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        source = pq.ParquetFile(path)
+        writer = self._new_writer(tmp)
+        offset = 0
+        for batch in source.iter_batches(batch_size=ROW_GROUP_ROWS):
+            keep = np.ones(batch.num_rows, dtype=bool)
+            keep[rows[(rows >= offset) & (rows < offset + batch.num_rows)] - offset] = False
+            writer.write_table(pa.Table.from_batches([batch.filter(pa.array(keep))]))
+            offset += batch.num_rows
+        writer.close()
+        source.close()
+        os.replace(tmp, path)
+
+
+class TableSink:
+    """Collects accepted rows in memory (small sections, `read_section`)."""
+
+    def __init__(self) -> None:
+        self.tables: list[pa.Table] = []
+
+    def write(self, table: pa.Table) -> None:
+        self.tables.append(table)
+
+    def finish(self, drop: np.ndarray) -> None:
+        if len(drop):
+            table = pa.concat_tables(self.tables)
+            keep = np.ones(table.num_rows, dtype=bool)
+            keep[drop] = False
+            self.tables = [table.filter(pa.array(keep))]
+
+
+class NullSink:
+    """Validation only: accepted rows are counted, not kept."""
+
+    def write(self, table: pa.Table) -> None:
+        return None
+
+    def finish(self, drop: np.ndarray) -> None:
+        return None
+
+
+Sink = PartWriter | TableSink | NullSink
+
 
 def _process_section(
     con: duckdb.DuckDBPyConnection,
     section: Section,
     sources: list[SourceFile],
-    sink: Callable[[pa.Table], None],
+    sink: Sink,
     rejects_path: Path | None,
     progress: Progress,
-    write: bool = True,
+    work: Path,
 ) -> SectionCounts:
+    """The one pass, then rejects and duplicates (both from small side files)."""
     started = time.perf_counter()
     counts = SectionCounts(inputs=[{"path": s.display, "format": s.format} for s in sources])
-    run = _Run(con, section, sources)
-    progress(f"{section.name}: validating", 0, None)
-    dup_groups = run.count(counts)
+    work.mkdir(parents=True, exist_ok=True)
+    run = _Run(con, section, sources, work)
+    stage = f"{section.name}: validating and writing"
+    progress(stage, 0, None)
+    counts.read = run.scan(sink.write, lambda done: progress(stage, done, None))
+    run.malformed_fix()
+    run.count_rejects(counts)
     if counts.rejected and rejects_path is not None:
         progress(f"{section.name}: writing rejects", 0, None)
         run.write_rejects(rejects_path)
-    if not write:  # validate only: the counts are complete after pass A
-        con.execute("DROP TABLE IF EXISTS _dups")
-        counts.seconds = time.perf_counter() - started
-        return counts
-    written = 0
-    reader = run.stream_accepted(has_dups=dup_groups > 0)
-    stage = f"{section.name}: writing"
-    progress(stage, 0, counts.accepted)
-    try:
-        for batch in prefetched(reader):
-            table = to_contract(batch, section.schema)
-            sink(table)
-            written += table.num_rows
-            progress(stage, written, counts.accepted)
-    except duckdb.Error as exc:
-        raise UserError(f"{sources[0].display}: {one_line(exc)}") from None
-    if dup_groups:
-        first = to_contract(run.first_copies(), section.schema)
-        sink(first)
-        written += first.num_rows
-    progress(stage, written, counts.accepted)
-    if written != counts.accepted:
-        raise RuntimeError(f"{section.name}: wrote {written} rows, expected {counts.accepted}")
-    con.execute("DROP TABLE IF EXISTS _dups")
+    drop = run.duplicate_positions()
+    counts.duplicate = len(drop)
+    sink.finish(drop)
+    counts.accepted = counts.read - counts.rejected - counts.duplicate
+    accepted_written = counts.read - run.bad_rows - counts.duplicate
+    if counts.rejected != run.bad_rows or accepted_written != counts.accepted:
+        raise RuntimeError(
+            f"{section.name}: counts do not add up (read {counts.read}, rejected "
+            f"{counts.rejected}/{run.bad_rows}, duplicate {counts.duplicate})"
+        )
+    con.execute("DROP TABLE IF EXISTS _fix")
+    con.execute("DROP TABLE IF EXISTS _dupkeys")
     counts.seconds = time.perf_counter() - started
     return counts
 
@@ -417,16 +580,21 @@ def read_section(
     `rejects_path` (JSON Lines, email removed) when given.
     """
     section = get_section(kind)
-    sources = [p if isinstance(p, SourceFile) else None for p in paths]
-    if any(s is None for s in sources):
-        sources = resolve_inputs([Path(p) for p in paths])  # type: ignore[arg-type]
-    tables: list[pa.Table] = []
-    if con is None:
-        with duck_session() as own:
-            counts = _process_section(own, section, sources, tables.append, rejects_path, _quiet)  # type: ignore[arg-type]
+    if all(isinstance(p, SourceFile) for p in paths):
+        sources: list[SourceFile] = [p for p in paths if isinstance(p, SourceFile)]
     else:
-        counts = _process_section(con, section, sources, tables.append, rejects_path, _quiet)  # type: ignore[arg-type]
-    table = pa.concat_tables(tables) if tables else section.schema.empty_table()
+        sources = resolve_inputs([Path(p) for p in paths if not isinstance(p, SourceFile)])
+    sink = TableSink()
+    work = Path(tempfile.mkdtemp(prefix="dg-section-"))
+    try:
+        if con is None:
+            with duck_session(work / "duck") as own:
+                counts = _process_section(own, section, sources, sink, rejects_path, _quiet, work)
+        else:
+            counts = _process_section(con, section, sources, sink, rejects_path, _quiet, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    table = pa.concat_tables(sink.tables) if sink.tables else section.schema.empty_table()
     return table, counts
 
 
@@ -484,24 +652,18 @@ def run_ingest(
                 section = get_section(name)
                 sources = inputs if name == "events" else resolve_inputs([Path(p) for p in inputs])
                 section_rejects = work / f"rejects-{name}.jsonl"
+                private = section.private_fields
                 if name == "events":
                     events_dir = out / "events"
                     shutil.rmtree(events_dir, ignore_errors=True)
                     events_dir.mkdir()
-                    writer = PartWriter(events_dir, section.output_schema)
+                    writer = PartWriter(events_dir, section.output_schema, drop_columns=private)
                 else:
-                    writer = PartWriter(
-                        out, section.output_schema, single_file=out / section.output_name
-                    )
-                private = section.private_fields
-
-                def sink(
-                    table: pa.Table, w: PartWriter = writer, drop: frozenset[str] = private
-                ) -> None:
-                    w.write(table.drop_columns(list(drop)) if drop else table)
-
-                counts = _process_section(con, section, sources, sink, section_rejects, report)  # type: ignore[arg-type]
-                writer.close()
+                    single = out / section.output_name
+                    writer = PartWriter(out, section.output_schema, single, drop_columns=private)
+                counts = _process_section(
+                    con, section, sources, writer, section_rejects, report, work / name
+                )
                 _append(section_rejects, rejects)
                 sections[name] = counts
                 timings[name] = counts.seconds
@@ -575,7 +737,7 @@ def validate_paths(
         ):
             sources, adapter = stage_events(paths, input_format, work / "staged", report)
             counts = _process_section(
-                con, section, sources, lambda t: None, rejects_path, report, write=False
+                con, section, sources, NullSink(), rejects_path, report, work / "pass"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -136,9 +136,21 @@ def csv_reader(source: SourceFile) -> str:
 def json_reader(source: SourceFile, columns: dict[str, str]) -> str:
     comp = f", compression={sql_str(source.compression)}" if source.compression else ""
     cols = "{" + ", ".join(f"{sql_str(k)}: {sql_str(v)}" for k, v in columns.items()) + "}"
+    # ignore_errors: a malformed line becomes a row of NULLs in its place (blank lines aside,
+    # one row per line), which the pipeline turns into a `malformed_json` reject.
     return (
         f"read_json({sql_str(str(source.path))}, format='newline_delimited', columns={cols}, "
-        f"maximum_object_size={MAX_JSON_RECORD_BYTES}{comp})"
+        f"ignore_errors=true, maximum_object_size={MAX_JSON_RECORD_BYTES}{comp})"
+    )
+
+
+def json_values_reader(source: SourceFile) -> str:
+    """Each non-blank line as one `json` value, NULL where the line is not JSON (same rows as
+    `json_reader`): tells a malformed line from a record that merely has no contract field."""
+    comp = f", compression={sql_str(source.compression)}" if source.compression else ""
+    return (
+        f"read_json({sql_str(str(source.path))}, format='newline_delimited', records='false', "
+        f"ignore_errors=true, maximum_object_size={MAX_JSON_RECORD_BYTES}{comp})"
     )
 
 

@@ -219,6 +219,10 @@ def typed_select(
     reader, types = _reader_and_types(con, source, section, row_numbers)
     row, line = _row_expressions(source, row_numbers)
     cols = [f"{fid}::INTEGER AS _fid", f"{row}::BIGINT AS _row", f"{line}::BIGINT AS _line"]
+    read = [sql_ident(r.name) for r in section.rules if r.name in types]
+    # A malformed JSON line is read (ignore_errors) as a row of NULLs: flag such rows.
+    blank = " AND ".join(f"{c} IS NULL" for c in read) if source.format == "jsonl" else ""
+    cols.append(f"({blank or 'false'})::BOOLEAN AS _blank")
     for rule in section.rules:
         if only is not None and rule.name not in only:
             continue
@@ -269,44 +273,44 @@ def address_rule(section: Section) -> FieldRule | None:
     return rules[0] if rules else None
 
 
-def validated_select(
-    section: Section, union_sql: str, raw_text: bool = False, deferred: bool = False
-) -> str:
-    """Typed contract columns plus `_why` ('reason:field' or NULL) and `_ord` (file, row order).
+def validated_select(section: Section, union_sql: str) -> str:
+    """One pass's columns: the contract fields plus `_why`, `_ord` and (for rejects) `_rec`.
 
-    Addresses that are not canonical IPv4 are looked up in `_addrmap` (valid string ->
-    normalised form), built from their distinct values. With `deferred=True` (the first scan,
-    before that map exists) there is no lookup; instead the query returns `_why` as if such an
-    address were invalid, `_why_ok` as if it were valid, and the string itself as `_addr`, so
-    the right reason is chosen once the distinct strings are parsed.
+    `_why` is 'reason:field' or NULL. A section's address field holds only canonical IPv4
+    here; any other address string is returned as `_addr`, and since whether it parses is only
+    known after Python has parsed it, the query gives `_why` as if it were invalid and `_why_ok`
+    as if it were valid (the caller picks one per row). `_rec` holds the record's fields as
+    text as read, computed only for rows that may be rejected (CASE evaluates its branch on
+    those rows alone). `_blank` is true when no contract field was read at all (for JSON
+    Lines, that is also what a malformed line looks like).
     """
-    joins, value_of, outputs = [], {}, []
+    value_of, outputs = {}, []
     address = address_rule(section)
     for rule in section.rules:
         v = f"u.{sql_ident(rule.name + '__v')}"
-        out = v
-        if rule is address and not deferred:
-            joins.append(f"LEFT JOIN _addrmap m ON m.raw = u.{sql_ident(rule.name + '__t')}")
-            v = out = f"coalesce({v}, m.norm)"
-        elif rule is address:  # output the raw string for now (it may be the dedup key)
-            out = f"coalesce({v}, u.{sql_ident(rule.name + '__t')})"
         value_of[rule.name] = v
-        if rule.default:
-            out = f"coalesce({out}, {sql_str(rule.default)})"
+        out = f"coalesce({v}, {sql_str(rule.default)})" if rule.default else v
         outputs.append(f"{out} AS {sql_ident(rule.name)}")
-    extra = ["u._fid", "u._row", "u._line", "u._fid::BIGINT * 1000000000000 + u._row AS _ord"]
-    if raw_text:
-        extra += [
-            f"left(coalesce(u.{sql_ident(r.name + '__t')}, "
-            f"u.{sql_ident(r.name + '__v')}::VARCHAR), 1000) AS {sql_ident('raw__' + r.name)}"
-            for r in section.rules
-            if r.name not in section.private_fields
-        ]
-    extra.append(f"{_reason_case(section, value_of)} AS _why")
-    if deferred and address is not None:
+    extra = [  # u.* already carries _fid, _row, _line and _blank
+        "u._fid::BIGINT * 1000000000000 + u._row AS _ord",
+        f"{_reason_case(section, value_of)} AS _why",
+    ]
+    if address is not None:
         v, t = (f"u.{sql_ident(address.name + s)}" for s in ("__v", "__t"))
-        # Only rows with such an address need the second reason (most addresses are IPv4).
         ok = _reason_case(section, {**value_of, address.name: t})
         extra.append(f"CASE WHEN {v} IS NULL AND {t} IS NOT NULL THEN {ok} END AS _why_ok")
         extra.append(f"CASE WHEN {v} IS NULL THEN {t} END AS _addr")
-    return f"SELECT {', '.join(outputs + extra)} FROM ({union_sql}) u {' '.join(joins)}"
+    raw = [
+        f"{sql_str(r.name)}: left(coalesce({sql_ident(r.name + '__t')}, "
+        f"{sql_ident(r.name + '__v')}::VARCHAR), 1000)"
+        for r in section.rules
+        if r.name not in section.private_fields
+    ]
+    inner = f"SELECT u.*, {', '.join(outputs + extra)} FROM ({union_sql}) u"
+    keep = [sql_ident(r.name) for r in section.rules] + [
+        "_fid", "_row", "_line", "_blank", "_ord", "_why",
+    ]  # fmt: skip
+    if address is not None:
+        keep += ["_why_ok", "_addr"]
+    rec = f"CASE WHEN _why IS NOT NULL THEN {{{', '.join(raw)}}} END AS _rec"
+    return f"SELECT {', '.join(keep)}, {rec} FROM ({inner})"
