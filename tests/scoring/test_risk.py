@@ -1,4 +1,5 @@
 import ibis
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -8,7 +9,7 @@ from distillguard.fingerprints.account import account_fingerprints
 from distillguard.links.evidence import evidence
 from distillguard.links.graph import account_order, edges
 from distillguard.links.twins import twin_edges, with_twins
-from distillguard.scoring.risk import DEFAULT_THRESHOLD, score
+from distillguard.scoring.risk import DEFAULT_THRESHOLD, _content_corroboration, score
 from tests.enriched_factory import enriched
 
 
@@ -60,3 +61,32 @@ def test_unlinked_ordinary_accounts_stay_low(scored):
 def test_risk_is_a_probability_and_every_account_is_scored(scored):
     assert scored.num_rows == 12 + 15 + 20
     assert pc.min(scored["risk"]).as_py() >= 0.0 and pc.max(scored["risk"]).as_py() <= 1.0
+
+
+def _content_edges(pairs: list[tuple[int, int, float]]) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    w = np.array([p[2] for p in pairs])
+    zeros = np.zeros(len(pairs))
+    table = pa.table({"w_template": zeros, "w_wrapper": zeros, "w_sentence": w})
+    return table, a, b
+
+
+def test_cover_account_sharing_the_prompt_library_inherits_cluster_risk():
+    # Account 0 asks for nothing itself but shares 8% of its prompts with two working members.
+    table, a, b = _content_edges([(0, 1, 0.08), (0, 2, 0.08), (1, 2, 0.5)])
+    cl = np.zeros(3, dtype=np.int64)
+    own = np.array([0.0, 0.3, 0.3])
+    fit = _content_corroboration(table, a, b, cl, own)
+    assert fit[0] == pytest.approx(1.0)
+
+
+def test_bystander_with_scattered_boilerplate_inherits_nothing():
+    # Account 0 shares 2% boilerplate with 20 working members, and 50% with one in another
+    # cluster: neither makes it part of this cluster's operation.
+    pairs = [(0, i, 0.02) for i in range(1, 21)] + [(0, 21, 0.5)]
+    table, a, b = _content_edges(pairs)
+    cl = np.array([0] * 21 + [1], dtype=np.int64)
+    own = np.array([0.0] + [0.3] * 21)
+    fit = _content_corroboration(table, a, b, cl, own)
+    assert fit[0] == 0.0

@@ -165,8 +165,8 @@ CLUSTER_INDICATORS: tuple[Indicator, ...] = (
         0.6,
         lambda c: ramp(_has(c, "content_linked"), 0.3, 0.8) * (_has(c, "size") >= 3),
         lambda c, i: (
-            f"sends the same prompt templates as {c['content_partners'][i]:.0f} linked accounts "
-            f"(overlap {_pct(c['content_overlap'][i])} of requests)"
+            f"{_pct(c['content_linked'][i])} of {int(c['size'][i])} linked accounts send the "
+            f"same prompt templates (overlap {_pct(c['content_overlap'][i])} of requests)"
         ),
     ),
     Indicator(

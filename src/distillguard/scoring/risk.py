@@ -79,6 +79,17 @@ def _edge_column(edges: pa.Table, name: str) -> np.ndarray:
     return edges[name].to_numpy()
 
 
+def _content_overlap(edges: pa.Table) -> np.ndarray:
+    """Per edge: the pair's template overlap, exact or through paraphrase bands and sentences."""
+    return np.maximum.reduce(
+        [
+            _edge_column(edges, "w_template"),
+            _edge_column(edges, "w_wrapper") / VIEW_WEIGHTS["wrapper"],
+            _edge_column(edges, "w_sentence") / VIEW_WEIGHTS["sentence"],
+        ]
+    )
+
+
 def _internal_partner_counts(
     edges: pa.Table, a: np.ndarray, b: np.ndarray, cl: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -90,14 +101,7 @@ def _internal_partner_counts(
         weight = sum(_edge_column(edges, v) for v in views)
         has = internal & (weight >= LINK_MIN[name])
         out[name] = np.bincount(a[has], minlength=n) + np.bincount(b[has], minlength=n)
-    # Template overlap of the pair: exact templates, or paraphrase bands for reworded ones.
-    overlap = np.maximum.reduce(
-        [
-            _edge_column(edges, "w_template"),
-            _edge_column(edges, "w_wrapper") / VIEW_WEIGHTS["wrapper"],
-            _edge_column(edges, "w_sentence") / VIEW_WEIGHTS["sentence"],
-        ]
-    )
+    overlap = _content_overlap(edges)
     best = np.zeros(n)
     np.maximum.at(best, a[internal], overlap[internal])
     np.maximum.at(best, b[internal], overlap[internal])
@@ -223,7 +227,32 @@ def _fit(
     via = own.copy()
     np.maximum.at(via, a[strong], own[b[strong]])
     np.maximum.at(via, b[strong], own[a[strong]])
-    return ramp(via, FIT_LO, FIT_HI)
+    return np.maximum(ramp(via, FIT_LO, FIT_HI), _content_corroboration(edges, a, b, cl, own))
+
+
+CONTENT_LO, CONTENT_HI = 0.05, 0.15
+CONTENT_LINK_MIN = 0.03  # below this, overlap is shared boilerplate, however many partners
+
+
+def _content_corroboration(
+    edges: pa.Table, a: np.ndarray, b: np.ndarray, cl: np.ndarray, own: np.ndarray
+) -> np.ndarray:
+    """Fit from prompt content shared with members of the cluster that show evidence.
+
+    A careful campaign's cover accounts ask for almost nothing extraction-specific, but they
+    draw on the same prompt library as the campaign's working accounts: 5-15% of their
+    traffic, summed over those partners. Bystanders swept into the community by an address
+    or a resemblance share next to none of it: only pairs sharing at least 3% count, so
+    common boilerplate shared with many partners does not add up.
+    """
+    overlap = _content_overlap(edges)
+    inside = (cl[a] == cl[b]) & (overlap >= CONTENT_LINK_MIN)
+    total = np.zeros(len(cl))
+    to_b = inside & (own[b] >= FIT_HI)
+    to_a = inside & (own[a] >= FIT_HI)
+    np.add.at(total, a[to_b], overlap[to_b])
+    np.add.at(total, b[to_a], overlap[to_a])
+    return ramp(total, CONTENT_LO, CONTENT_HI)
 
 
 def _upper_quartile_by(cl: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
