@@ -15,6 +15,7 @@ from distillguard.serve.auth import Authenticator
 from distillguard.serve.config import ServeConfig
 from distillguard.serve.otlp import decode_otlp, otlp_response
 from distillguard.serve.service import Outcome, Service
+from distillguard.serve.signups import register_signups
 
 JSON = "application/json"
 
@@ -149,6 +150,8 @@ def create_app(cfg: ServeConfig, service: Service | None = None) -> FastAPI:
     @app.get("/v1/campaigns", dependencies=[read])
     async def get_campaigns() -> Response:
         return JSONResponse(await run_in_threadpool(svc.campaigns_view))
+
+    register_signups(app, svc, write, limit)  # POST /v1/signups (serve/signups.py)
 
     @app.get("/healthz")
     async def healthz() -> Response:
