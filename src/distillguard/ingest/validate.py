@@ -215,7 +215,7 @@ def typed_select(
     row_numbers: bool,
     only: tuple[str, ...] | None = None,
 ) -> str:
-    """One file as `_fid, _row, _line, <field>__p, __v, __t ...` (the same shape for all)."""
+    """One file as `_fid, _row, _line, _blank, <field>__p, __v, __r` (+ `__t` for addresses)."""
     reader, types = _reader_and_types(con, source, section, row_numbers)
     row, line = _row_expressions(source, row_numbers)
     cols = [f"{fid}::INTEGER AS _fid", f"{row}::BIGINT AS _row", f"{line}::BIGINT AS _line"]
@@ -228,7 +228,8 @@ def typed_select(
             continue
         duck_type = types.get(rule.name)
         col = sql_ident(rule.name)
-        if duck_type is None or duck_type == '"NULL"' or duck_type == "NULL":
+        absent = duck_type is None or duck_type == '"NULL"' or duck_type == "NULL"
+        if absent:
             present, value, text = "false", "NULL", "NULL::VARCHAR"
         elif source.format == "jsonl":
             fn = _from_text if duck_type == "VARCHAR" else _from_json
@@ -240,9 +241,11 @@ def typed_select(
         cols += [
             f"{present} AS {sql_ident(n + '__p')}",
             f"({value})::{vtype} AS {sql_ident(n + '__v')}",
-            # A string field's text is its value: not carried twice (see raw__ below).
-            f"({'NULL' if rule.kind == 'string' else text})::VARCHAR AS {sql_ident(n + '__t')}",
+            # The column as read, for rejects: turned into text only on rejected rows.
+            f"{'NULL::VARCHAR' if absent else col} AS {sql_ident(n + '__r')}",
         ]
+        if rule.kind in ("ip", "cidr"):  # the trimmed text Python parses when not IPv4
+            cols.append(f"({text})::VARCHAR AS {sql_ident(n + '__t')}")
     return f"SELECT {', '.join(cols)} FROM {reader}"
 
 
@@ -273,8 +276,9 @@ def address_rule(section: Section) -> FieldRule | None:
     return rules[0] if rules else None
 
 
-def validated_select(section: Section, union_sql: str) -> str:
-    """One pass's columns: the contract fields plus `_why`, `_ord` and (for rejects) `_rec`.
+def validated_select(section: Section, typed_sql: str) -> str:
+    """One file's columns in the pass (from `typed_select`): the contract fields plus `_why`,
+    `_ord` and (for rejects) `_rec`.
 
     `_why` is 'reason:field' or NULL. A section's address field holds only canonical IPv4
     here; any other address string is returned as `_addr`, and since whether it parses is only
@@ -301,12 +305,11 @@ def validated_select(section: Section, union_sql: str) -> str:
         extra.append(f"CASE WHEN {v} IS NULL AND {t} IS NOT NULL THEN {ok} END AS _why_ok")
         extra.append(f"CASE WHEN {v} IS NULL THEN {t} END AS _addr")
     raw = [
-        f"{sql_str(r.name)}: left(coalesce({sql_ident(r.name + '__t')}, "
-        f"{sql_ident(r.name + '__v')}::VARCHAR), 1000)"
+        f"{sql_str(r.name)}: left({sql_ident(r.name + '__r')}::VARCHAR, 1000)"
         for r in section.rules
         if r.name not in section.private_fields
     ]
-    inner = f"SELECT u.*, {', '.join(outputs + extra)} FROM ({union_sql}) u"
+    inner = f"SELECT u.*, {', '.join(outputs + extra)} FROM ({typed_sql}) u"
     keep = [sql_ident(r.name) for r in section.rules] + [
         "_fid", "_row", "_line", "_blank", "_ord", "_why",
     ]  # fmt: skip
