@@ -154,25 +154,29 @@ def _densify(table: np.ndarray, filled: np.ndarray) -> np.ndarray:
     return dense
 
 
+# _KEYS[b, j]: bin b's rank in bin j's probe order, times BINS, plus b. The minimum key over
+# a text's filled bins is, for each target bin j, the earliest filled bin in j's probe order;
+# its low bits name that bin (ranks are unique per target bin, so there are no ties).
+_KEYS = (_PROBE_RANK.T * np.int16(BINS) + np.arange(BINS, dtype=np.int16)[:, None]).astype(
+    np.int16
+)
+
+
 def _densify_sparse(
     table: np.ndarray, filled: np.ndarray, dense: np.ndarray, rows: np.ndarray
 ) -> None:
     """For texts with few filled bins: loop over their filled bins (at most _SPARSE_BELOW),
-    keeping per empty bin the filled bin that comes earliest in that bin's probe order."""
+    keeping per empty bin the minimum key, i.e. the filled bin earliest in its probe order."""
     if len(rows) == 0:
         return
     row_of, bin_of = np.nonzero(filled[rows])
-    starts = np.searchsorted(row_of, np.arange(len(rows)))
-    slot = np.arange(len(row_of)) - starts[row_of]
-    best_rank = np.full((len(rows), BINS), BINS, dtype=np.int16)
-    source = np.zeros((len(rows), BINS), dtype=np.int64)
+    slot = np.arange(len(row_of)) - np.searchsorted(row_of, np.arange(len(rows)))[row_of]
+    best = np.full((len(rows), BINS), np.iinfo(np.int16).max, dtype=np.int16)
     for step in range(int(slot.max()) + 1):
         at = slot == step
-        r, b = row_of[at], bin_of[at]
-        rank = _PROBE_RANK[:, b].T  # (texts, bins): where b sits in each bin's probe order
-        better = rank < best_rank[r]
-        best_rank[r] = np.where(better, rank, best_rank[r])
-        source[r] = np.where(better, b[:, None], source[r])
+        r = row_of[at]
+        best[r] = np.minimum(best[r], _KEYS[bin_of[at]])
+    source = (best & np.int16(BINS - 1)).astype(np.int64)
     sub = table[rows]
     dense[rows] = np.where(filled[rows], sub, np.take_along_axis(sub, source, axis=1))
 
