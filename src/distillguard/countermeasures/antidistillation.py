@@ -116,11 +116,15 @@ class AntidistillationHook:
         )
 
 
-def perturbed_proxy(proxy: Any, downstream_loss: Callable[[Any], Any], eps: float) -> Any:
+def perturbed_proxy(
+    proxy: Any, downstream_loss: Callable[[Any], Any], eps: float, normalise: bool = False
+) -> Any:
     """A copy of the torch module `proxy` with parameters theta + eps * grad l(theta).
 
     `downstream_loss(model)` returns the scalar loss l whose rise we want (e.g. the model's
-    cross-entropy on held-out correct solutions).
+    cross-entropy on held-out correct solutions). `normalise=True` steps along the unit vector
+    grad l / |grad l| instead, so `eps` is a parameter distance whatever the gradient's size
+    (Delta is then the gain per unit of |grad l|; lam absorbs the scale).
     """
     import copy
 
@@ -130,6 +134,9 @@ def perturbed_proxy(proxy: Any, downstream_loss: Callable[[Any], Any], eps: floa
     loss = downstream_loss(proxy)
     params = [p for p in proxy.parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if normalise:
+        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))
+        eps = eps / max(float(norm), 1e-12)
     moved = copy.deepcopy(proxy)
     with torch.no_grad():
         moved_params = [p for p in moved.parameters() if p.requires_grad]
