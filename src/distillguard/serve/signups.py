@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from fastapi import Request, Response
 
 from distillguard import contract
 from distillguard.signup.decide import check_signups
@@ -222,7 +223,7 @@ class SignupDesk:
 
 def register_signups(app: FastAPI, svc: Service, write: Depends, limit: int) -> None:
     """Adds `POST /v1/signups` (write scope) to the service's app."""
-    from fastapi import Request, Response
+    # (Request and Response are module-level: FastAPI resolves the handler's annotations there)
     from starlette.concurrency import run_in_threadpool
 
     from distillguard.serve.app import HttpError, read_body
