@@ -255,7 +255,13 @@ class _Run:
     def _write_side(self, which: str, table: pa.Table) -> None:
         if which == "keys":
             if self.keys_writer is None:
-                self.keys_writer = pq.ParquetWriter(self.keys_path, table.schema, compression="lz4")
+                self.keys_writer = pq.ParquetWriter(
+                    self.keys_path,
+                    table.schema,
+                    compression="none",
+                    use_dictionary=False,
+                    write_statistics=False,
+                )
             self.keys_writer.write_table(table)
         else:
             if self.bad_writer is None:
