@@ -19,6 +19,7 @@ from plotly.offline import get_plotlyjs
 from distillguard import __version__
 from distillguard.report import data, figures
 from distillguard.report.rundir import RunDir
+from distillguard.signup.paths import signup_paths
 
 MAX_ACCOUNT_ROWS = 2000  # the accounts table shows the riskiest accounts up to this many
 MAX_GRAPH_NODES = 150  # larger campaigns are drawn from their busiest accounts
@@ -95,6 +96,7 @@ def render_report(run_dir: Path, redact: bool = False) -> str:
         accounts=accounts,
         accounts_total=accounts_total,
         summary=summary,
+        signup_paths=signup_paths(run),  # issue 9: sign-up paths the campaigns used
         fmt_time=data.fmt_time,
         pct=pct,
         human=human,
