@@ -415,6 +415,10 @@ DICTIONARY_COLUMNS = [
 ]  # fmt: skip
 
 
+# Min/max of free text prunes nothing and costs a comparison per value: no statistics there.
+NO_STATISTICS_COLUMNS = frozenset({"system", "prompt", "response"})
+
+
 class PartWriter:
     """Writes `part-NNNNN.parquet` files of ~ROWS_PER_PART rows in ROW_GROUP_ROWS row groups
     (or one `single_file`). `finish(drop)` closes them and removes the rows at the given
@@ -445,6 +449,7 @@ class PartWriter:
             compression="zstd",
             compression_level=1,
             use_dictionary=[c for c in DICTIONARY_COLUMNS if c in self.schema.names],
+            write_statistics=[c for c in self.schema.names if c not in NO_STATISTICS_COLUMNS],
         )
 
     def _open(self) -> pq.ParquetWriter:
