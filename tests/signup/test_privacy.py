@@ -47,7 +47,7 @@ def pipeline_outputs(
 ) -> tuple[Path, Path, Path, set[str], set[str]]:
     root = tmp_path_factory.mktemp("privacy")
     sim = root / "sim"
-    simulate("small", seed=7, out=sim)
+    simulate("small", seed=7, scale=0.3, out=sim)  # 87 accounts, 2.7k events: a quick detect
     accounts = pq.read_table(sim / "accounts.parquet")
     emails = {e.lower() for e in accounts["email"].to_pylist()}
     locals_ = {e.split("@")[0] for e in emails if len(e.split("@")[0]) >= 10}
@@ -60,7 +60,7 @@ def test_no_email_in_detect_report_exports_or_signup_check(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     root, sim, det, emails, locals_ = pipeline_outputs
-    assert len(emails) > 200
+    assert len(emails) > 80
     logs: list[str] = []
     cli_args = [
         ["detect", "--events", str(sim / "events.parquet"), "--accounts",
@@ -104,7 +104,7 @@ def test_no_email_in_service_responses_state_or_log(
     from tests.serve.conftest import WRITE, make_config
 
     _, sim, _, emails, locals_ = pipeline_outputs
-    rows = pq.read_table(sim / "accounts.parquet").slice(0, 120).to_pylist()
+    rows = pq.read_table(sim / "accounts.parquet").to_pylist()
     for r in rows:
         r["created_at"] = int(r["created_at"].timestamp() * 1000)
     caplog.set_level(logging.DEBUG)
