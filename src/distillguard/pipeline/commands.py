@@ -36,6 +36,16 @@ def detect(
     memory_limit: str = typer.Option("4GB", help="DuckDB memory limit; spills to disk beyond."),
     redact: bool = typer.Option(False, "--redact", help="Hide prompt text in the report."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (one machine) or spark."),
+    spark_master: str = typer.Option(
+        None, "--spark-master", help="Spark master URL (default: spark-submit's, else local[*])."
+    ),
+    state: Path = typer.Option(
+        None, "--state", help="Keep enriched requests by day in DIR for later --since runs."
+    ),
+    since: str = typer.Option(
+        None, "--since", help="YYYY-MM-DD: enrich only events from this UTC day on (needs --state)."
+    ),
 ) -> None:
     """Find extraction campaigns in request logs; writes contract section 6 files to OUT."""
     from distillguard.pipeline.detect import DetectConfig, run_detect
@@ -51,6 +61,10 @@ def detect(
         input_format=input_format,
         memory_limit=memory_limit,
         redact=redact,
+        engine=engine,
+        spark_master=spark_master,
+        state=state,
+        since=since,
     )
     with Progress(
         SpinnerColumn(),
