@@ -21,7 +21,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,12 +190,19 @@ class _Run:
         except duckdb.Error as exc:
             raise UserError(f"{self._inputs_label()}: {one_line(exc)}") from None
         read = 0
+        # Three stages overlap: DuckDB computes and exports (fetch thread), this thread
+        # splits, and the sink encodes Parquet (writer thread; pyarrow releases the GIL).
+        writing: deque[Future[None]] = deque()
         try:
-            for batch in prefetched(reader):
-                accepted = self.split(pa.Table.from_batches([batch]))
-                sink(accepted)
-                read += batch.num_rows
-                report(read)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-write") as pool:
+                for batch in prefetched(reader):
+                    writing.append(pool.submit(sink, self.split(pa.Table.from_batches([batch]))))
+                    while len(writing) > 2:  # at most two batches wait for the writer
+                        writing.popleft().result()
+                    read += batch.num_rows
+                    report(read)
+                while writing:
+                    writing.popleft().result()
         except duckdb.Error as exc:
             raise UserError(f"{self._inputs_label()}: {one_line(exc)}") from None
         finally:
