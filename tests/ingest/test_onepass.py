@@ -143,3 +143,31 @@ def test_validate_only_counts_duplicates_and_malformed(tmp_path: Path) -> None:
     counts, _ = validate_paths([path], progress=False)
     assert (counts.read, counts.accepted, counts.rejected, counts.duplicate) == (4, 1, 2, 1)
     assert counts.by_reason == {"malformed_json": 1, "missing_field": 1}
+
+
+def test_adapter_files_reject_malformed_lines_at_their_line(tmp_path: Path) -> None:
+    from tests.ingest.test_adapters import genai_span, litellm_record, otlp_payload
+
+    litellm = tmp_path / "litellm.jsonl"
+    litellm.write_text(
+        json.dumps(litellm_record(1)) + "\n{not json\n[1]\n" + json.dumps(litellm_record(2)) + "\n"
+    )
+    result = run_ingest([litellm], out=tmp_path / "a", progress=False, input_format="litellm")
+    assert (result.events.read, result.events.accepted, result.events.rejected) == (4, 2, 2)
+    got = [(r["line"], r["reason"]) for r in _rejects(tmp_path / "a" / "rejects.jsonl")]
+    assert got == [(2, "malformed_json"), (3, "malformed_json")]
+
+    traces = tmp_path / "traces.jsonl"
+    first = json.dumps(otlp_payload([genai_span(1), genai_span(2)]))
+    traces.write_text(first + '\n{"resourceSpans": [\n' + json.dumps(otlp_payload([genai_span(3)])))
+    result = run_ingest([traces], out=tmp_path / "o", progress=False, input_format="otel")
+    assert (result.events.read, result.events.accepted, result.events.rejected) == (4, 3, 1)
+    [reject] = _rejects(tmp_path / "o" / "rejects.jsonl")
+    assert (reject["file"], reject["line"], reject["reason"]) == (str(traces), 2, "malformed_json")
+
+
+def test_adapter_file_of_only_malformed_lines_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "litellm.jsonl"
+    path.write_text("{nope\n{nope either\n")
+    with pytest.raises(UserError, match="no line is a JSON object"):
+        run_ingest([path], out=tmp_path / "out", progress=False, input_format="litellm")

@@ -38,18 +38,17 @@ def open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8")
 
 
-def _litellm_documents(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _litellm_documents(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(line, record) per non-blank line; None for a line that is not a JSON object."""
     with open_text(path) as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object per line")
-            yield number, record
+            except json.JSONDecodeError:
+                record = None
+            yield number, record if isinstance(record, dict) else None
 
 
 def _stage_file(
@@ -69,7 +68,9 @@ def _stage_file(
     try:
         if fmt == "litellm":
             for number, record in _litellm_documents(source.path):
-                records.append(litellm_record_to_event(record))
+                records.append(
+                    otel.MALFORMED if record is None else litellm_record_to_event(record)
+                )
                 lines.append(number)
                 rows.append(row)
                 row += 1
@@ -78,9 +79,10 @@ def _stage_file(
                     report(f"mapping {fmt}", row, None)
         else:
             for number, payload in otel.read_otel_documents(source.path, open_text):
-                if not isinstance(payload, dict):
-                    raise UserError(f"{source.path}:{number}: expected an OTLP/JSON object")
-                recs, ls, rs = otel.payload_records(payload, number, row, stats)
+                if isinstance(payload, dict):
+                    recs, ls, rs = otel.payload_records(payload, number, row, stats)
+                else:  # a line that is not a JSON object: one malformed record
+                    recs, ls, rs = [otel.MALFORMED], [number], [row]
                 records += recs
                 lines += ls
                 rows += rs

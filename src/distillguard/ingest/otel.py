@@ -30,8 +30,12 @@ RAW_FIELDS = (
     "thinking_budget", "tools", "tool_calls", "images", "conversation_id", "turn", "status",
 )  # fmt: skip
 RAW_SCHEMA = pa.schema(
-    [(f, pa.string()) for f in RAW_FIELDS] + [("_src_line", pa.int64()), ("_src_row", pa.int64())]
+    [(f, pa.string()) for f in RAW_FIELDS]
+    + [("_src_line", pa.int64()), ("_src_row", pa.int64()), ("_src_malformed", pa.bool_())]
 )
+# What an adapter stages for a line that is not a JSON object: no fields, flagged, so it
+# becomes one `malformed_json` reject at its line.
+MALFORMED: dict[str, str | None] = {"_src_malformed": "1"}
 
 
 def attribute_value(value: dict[str, Any]) -> Any:
@@ -159,6 +163,7 @@ def records_to_table(
     columns = {f: pa.array([r.get(f) for r in records], pa.string()) for f in RAW_FIELDS}
     columns["_src_line"] = pa.array(lines, pa.int64())
     columns["_src_row"] = pa.array(rows, pa.int64())
+    columns["_src_malformed"] = pa.array([r is MALFORMED for r in records], pa.bool_())
     return pa.table(columns, schema=RAW_SCHEMA)
 
 
@@ -190,8 +195,9 @@ def otel_spans_to_events(payload: dict[str, Any]) -> tuple[pa.Table, list[dict[s
     return validate_table("events", records_to_table(records, lines, rows), "otel-payload")
 
 
-def read_otel_documents(path: Path, opener: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, payload) for a file holding one JSON document or one document per line."""
+def read_otel_documents(path: Path, opener: Any) -> Iterator[tuple[int, Any]]:
+    """(line, payload) for a file holding one JSON document or one document per line; the
+    payload of a line that is not JSON is None (the caller stages a malformed record)."""
     from distillguard.errors import UserError
 
     with opener(path) as fh:
@@ -213,5 +219,5 @@ def read_otel_documents(path: Path, opener: Any) -> Iterator[tuple[int, dict[str
                 continue
             try:
                 yield number, json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise UserError(f"{path}:{number}: malformed JSON ({exc})") from None
+            except json.JSONDecodeError:
+                yield number, None

@@ -304,23 +304,30 @@ class _Run:
     def _malformed_rows(self, fid: int) -> pa.Table:
         source = self.sources[fid]
         blank_rows = (
-            f"SELECT _row FROM read_parquet({sql_str(str(self.bad_path))}) "
+            f"SELECT _row, _line FROM read_parquet({sql_str(str(self.bad_path))}) "
             f"WHERE _blank AND _fid = {fid}"
         )
-        query = (
-            f"SELECT {fid}::INTEGER AS _fid, _row, 'malformed_json:' AS why FROM ("
-            f"SELECT json, row_number() OVER () - 1 AS _row FROM {json_values_reader(source)}) "
-            f"WHERE _row IN ({blank_rows}) "
-            "AND (json IS NULL OR json_type(json) <> 'OBJECT') ORDER BY _row"
-        )
+        if source.format == "jsonl":  # read those lines again as plain JSON values
+            query = (
+                f"SELECT {fid}::INTEGER AS _fid, _row, 'malformed_json:' AS why, _row + 1 AS _line "
+                f"FROM (SELECT json, row_number() OVER () - 1 AS _row "
+                f"FROM {json_values_reader(source)}) "
+                f"WHERE _row IN (SELECT _row FROM ({blank_rows})) "
+                "AND (json IS NULL OR json_type(json) <> 'OBJECT') ORDER BY _row"
+            )
+        else:  # staged by an adapter, which already flagged exactly the malformed lines
+            query = (
+                f"SELECT {fid}::INTEGER AS _fid, _row, 'malformed_json:' AS why, _line "
+                f"FROM ({blank_rows}) ORDER BY _row"
+            )
         table = self.table(query, source.display)
         if table.num_rows and table.num_rows == self.per_file[fid]:
-            first = int(table["_row"][0].as_py()) + 1
+            first = int(table["_line"][0].as_py())
             raise UserError(
                 f"{source.display}: not JSON Lines (no line is a JSON object; line {first} "
                 "is malformed)"
             )
-        return table
+        return table.select(["_fid", "_row", "why"])
 
     def _bad_sql(self) -> str:
         return (

@@ -228,6 +228,8 @@ def typed_select(
     read = [sql_ident(r.name) for r in section.rules if r.name in types]
     # A malformed JSON line is read (ignore_errors) as a row of NULLs: flag such rows.
     blank = " AND ".join(f"{c} IS NULL" for c in read) if source.format == "jsonl" else ""
+    if source.has_provenance and "_src_malformed" in types:  # adapters flag such lines
+        blank = "coalesce(_src_malformed, false)"
     cols.append(f"({blank or 'false'})::BOOLEAN AS _blank")
     for rule in section.rules:
         if only is not None and rule.name not in only:
