@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import typer
@@ -28,15 +29,10 @@ def write_decisions(table: pa.Table, path: Path) -> None:
     if suffix == ".parquet":
         pq.write_table(table, path)
     elif suffix == ".csv":
-        flat = table.set_column(
-            table.schema.get_field_index("reasons"),
-            "reasons",
-            pa.array([" | ".join(r) for r in table["reasons"].to_pylist()], pa.string()),
-        ).set_column(
-            table.schema.get_field_index("evidence"),
-            "evidence",
-            pa.array([",".join(e) for e in table["evidence"].to_pylist()], pa.string()),
-        )
+        flat = table
+        for name, sep in (("reasons", " | "), ("evidence", ",")):
+            i = flat.schema.get_field_index(name)
+            flat = flat.set_column(i, name, pc.binary_join(flat[name], sep))
         pacsv.write_csv(flat, path)
     elif suffix == ".json":
         path.write_text(json.dumps({"decisions": table.to_pylist()}, indent=1), encoding="utf-8")
