@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "distillguard.report.commands",
     "distillguard.serve.commands",
     "distillguard.signup.commands",
+    "distillguard.scoring.commands",
 )
 
 

@@ -24,6 +24,7 @@ spinning barriers made two threads 2x slower to fit and 200x slower to predict t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from distillguard.contract import DETECTED_ACCOUNTS
 from distillguard.errors import UserError
 
 BUNDLE_FORMAT = "distillguard-supervised"
@@ -470,3 +472,81 @@ def _unsupervised_flags(run_dir: Path, ids: pa.Array) -> pa.Array:
     scores = pq.read_table(run_dir / "work" / "scores.parquet", columns=["account_id", "flagged"])
     at = _positions(ids, scores["account_id"], run_dir / "work" / "scores.parquet")
     return pc.take(scores["flagged"].combine_chunks(), pa.array(at))
+
+
+# ---------------------------------------------------------------- writing a run
+
+SUPERVISED_FILE = "supervised.parquet"
+UNSUPERVISED_BACKUP = "accounts.unsupervised.parquet"
+
+
+def rescore(
+    run_dir: Path, bundle: Bundle, threshold: float = 0.5, replace: bool = False
+) -> pa.Table:
+    """Write `supervised.parquet` into the run; with `replace`, also accounts.parquet's risk.
+
+    accounts.parquet keeps the contract's section-6 schema: `risk` and `flagged` become the
+    supervised ones and the supervised reason goes first in `reasons`. The detect output is
+    kept as accounts.unsupervised.parquet (and re-read from there, so rescoring twice does
+    not stack reasons). `campaign_id` and campaigns.parquet are left as detect wrote them.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold must be within [0, 1], got {threshold}")
+    run_dir = Path(run_dir)
+    table = apply_model(bundle, run_dir, threshold)
+    pq.write_table(table, run_dir / SUPERVISED_FILE)
+    if replace:
+        _replace_accounts(run_dir, table)
+    _note_in_summary(run_dir, table, threshold, replace)
+    return table
+
+
+def _replace_accounts(run_dir: Path, supervised: pa.Table) -> None:
+    backup = run_dir / UNSUPERVISED_BACKUP
+    source = backup if backup.exists() else run_dir / "accounts.parquet"
+    original = _read_parquet(source, "detected accounts")
+    if not backup.exists():
+        pq.write_table(original, backup)
+    ids = original["account_id"].combine_chunks()
+    at = _positions(ids, supervised["account_id"], run_dir / SUPERVISED_FILE)
+    picked = supervised.take(pa.array(at))
+    reasons = _prepend(original["reasons"].combine_chunks(), picked["reason"])
+    table = pa.table(
+        {
+            "account_id": original["account_id"],
+            "risk": picked["supervised_risk"],
+            "flagged": picked["supervised_flagged"],
+            "campaign_id": original["campaign_id"],
+            "reasons": reasons,
+        },
+        schema=DETECTED_ACCOUNTS,
+    )
+    pq.write_table(table, run_dir / "accounts.parquet")
+
+
+def _prepend(lists: pa.ListArray, first: pa.ChunkedArray) -> pa.ListArray:
+    """Each list with one more string in front, without a Python loop over rows."""
+    offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
+    new_offsets = offsets + np.arange(len(offsets))  # every earlier list grew by one
+    values = np.empty(new_offsets[-1], dtype=object)
+    is_first = np.zeros(len(values), dtype=bool)
+    is_first[new_offsets[:-1]] = True
+    values[is_first] = first.to_numpy(zero_copy_only=False)
+    values[~is_first] = lists.flatten().to_numpy(zero_copy_only=False)
+    return pa.ListArray.from_arrays(
+        pa.array(new_offsets.astype(np.int32)), pa.array(values, pa.string())
+    )
+
+
+def _note_in_summary(run_dir: Path, table: pa.Table, threshold: float, replace: bool) -> None:
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return
+    summary = json.loads(path.read_text())
+    summary["supervised"] = {
+        "file": SUPERVISED_FILE,
+        "threshold": threshold,
+        "flagged": int(pc.sum(table["supervised_flagged"]).as_py() or 0),
+        "replaced_accounts": replace,
+    }
+    path.write_text(json.dumps(summary, indent=2, default=str))
