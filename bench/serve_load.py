@@ -1,15 +1,19 @@
 """Load benchmark of `distillguard serve` on loopback: throughput, batch latency, kill -9 recovery.
 
-    .venv/bin/python bench/serve_load.py [--events 60000] [--batch 200] [--clients 4]
+    .venv/bin/python bench/serve_load.py [--rate 5000] [--batch 100] [--max-seconds 30]
 
-1. Simulated traffic (`distillguard simulate --scenario small`, copied with fresh request ids
-   and shifted timestamps up to --events) is pre-encoded as JSON bodies of --batch events.
+1. Simulated traffic (scenario `small`, copied with fresh request ids and shifted timestamps up
+   to --events) is pre-encoded as JSON bodies of --batch events.
 2. A real server process (`python -m distillguard.serve`, SQLite, synchronous=FULL) gets them
-   from --clients keep-alive connections; every POST's round trip is timed.
+   open loop: POST k is due at k * batch / rate seconds, sent over one of --connections
+   keep-alive connections, and its latency runs from when it was due to when its response
+   (with the decisions) was read. `--rate 0` runs closed loop instead (--clients connections
+   posting back to back), which measures saturation throughput, not latency.
 3. A second server is killed with SIGKILL mid-load, restarted, and every acknowledged request id
    is POSTed again: all must come back as duplicates (nothing acknowledged was lost).
 
-Bounded: at most --events events and --max-seconds per phase; loopback only; stops by itself.
+The load generator runs on the same machine (its CPU time is reported). Bounded: at most
+--events events and --max-seconds per phase; loopback only; stops by itself.
 """
 
 from __future__ import annotations
@@ -18,9 +22,8 @@ import argparse
 import http.client
 import json
 import os
+import queue
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -46,22 +49,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def simulated_events(work: Path, total: int) -> list[dict]:
+def simulated_events(work: Path, total: int) -> pa.Table:
+    from distillguard.simulate.engine import simulate
+
     sim = work / "sim"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distillguard",
-            "simulate",
-            "--scenario",
-            "small",
-            "--out",
-            str(sim),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    simulate("small", None, 0, sim)  # called directly: no CLI start-up in the measurement
     base = pq.read_table(sim / "events.parquet").sort_by("timestamp")
     base = base.set_column(
         base.schema.get_field_index("timestamp"),
@@ -78,14 +70,17 @@ def simulated_events(work: Path, total: int) -> list[dict]:
             t.schema.get_field_index("timestamp"), "timestamp", pc.add(t["timestamp"], k * span)
         )
         copies.append(t)
-    rows = pa.concat_tables(copies).slice(0, total).to_pylist()
-    return [{k: v for k, v in r.items() if v is not None} for r in rows]
+    return pa.concat_tables(copies).slice(0, total)
 
 
-def encode(events: list[dict], batch: int) -> list[tuple[bytes, list[str]]]:
+def encode(events: pa.Table, batch: int) -> list[tuple[bytes, list[str]]]:
+    """JSON bodies of `batch` events (absent fields left out) with their request ids."""
     out = []
-    for i in range(0, len(events), batch):
-        chunk = events[i : i + batch]
+    for i in range(0, events.num_rows, batch):
+        chunk = [
+            {k: v for k, v in r.items() if v is not None}
+            for r in events.slice(i, batch).to_pylist()
+        ]
         out.append((json.dumps({"events": chunk}).encode(), [e["request_id"] for e in chunk]))
     return out
 
@@ -146,6 +141,74 @@ class Load:
         return time.perf_counter() - start
 
 
+class OpenLoop:
+    """Open-loop load at a fixed offered rate: POST k is due at start + k / posts_per_s whatever
+    happened to the earlier ones, and its latency is counted from when it was *due*, so a
+    stalled server shows up in the figures instead of slowing the load down (no coordinated
+    omission). Enough keep-alive connections are kept that a slow response never delays the
+    next send; if all are busy, the wait is part of the latency."""
+
+    def __init__(
+        self, port: int, bodies: list[tuple[bytes, list[str]]], posts_per_s: float, conns: int
+    ) -> None:
+        self.port, self.bodies, self.interval, self.conns = port, bodies, 1.0 / posts_per_s, conns
+        self.due: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []  # from due time to response read, seconds
+        self.send_delays: list[float] = []  # from due time to the start of the send
+        self.acked = 0
+        self.errors = 0
+        self.last_done = 0.0
+
+    def _worker(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {WRITE_TOKEN}"}
+        while (item := self.due.get()) is not None:
+            k, due = item
+            body, ids = self.bodies[k]
+            sent = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/events", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                with self.lock:
+                    self.errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                continue
+            done = time.perf_counter()
+            with self.lock:
+                if response.status == 200:
+                    self.latencies.append(done - due)
+                    self.send_delays.append(sent - due)
+                    self.acked += len(ids)
+                    self.last_done = max(self.last_done, done)
+                else:
+                    self.errors += 1
+        conn.close()
+
+    def run(self, max_seconds: float) -> float:
+        """Offer every body (or as many as fit in `max_seconds`); seconds from the first due
+        time to the last response."""
+        threads = [threading.Thread(target=self._worker) for _ in range(self.conns)]
+        for t in threads:
+            t.start()
+        start = time.perf_counter() + 0.05
+        n = min(len(self.bodies), int(max_seconds / self.interval))
+        for k in range(n):
+            due = start + k * self.interval
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            self.due.put((k, due))
+        for _ in threads:
+            self.due.put(None)
+        for t in threads:
+            t.join()
+        return max(self.last_done - start, 1e-9)
+
+
 def _own_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -185,6 +248,14 @@ def prioritise(pid: int, niceness: int) -> None:
                 continue
 
 
+def _latency_figures(lat_s: list[float]) -> dict:
+    lat = np.array(lat_s) * 1000
+    if not len(lat):
+        return {"batches": 0}
+    pct = {f"p{q}_ms": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)}
+    return {"batches": len(lat), **pct, "max_ms": round(float(lat.max()), 1)}
+
+
 def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
     port = free_port()
     cfg = write_config(work / "tp" / "serve.toml", port, WRITE_TOKEN, READ_TOKEN, **_extra(args))
@@ -193,25 +264,28 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
     try:
         warm = Load(port, bodies[:5], 1)  # first-call costs (IP ranges, regexes) off the clock
         warm.run(60)
+        time.sleep(2.0)  # let the helpers finish their start-up work
         if args.nice is not None:
             prioritise(server.proc.pid, args.nice)
-        load = Load(port, bodies[5:], args.clients)
-        cpu0, load0 = cpu_seconds(server.proc.pid), os.getloadavg()[0]
+        rest = bodies[5:]
+        if args.rate:
+            load = OpenLoop(port, rest, args.rate / args.batch, args.connections)
+        else:
+            load = Load(port, rest, args.clients)
+        cpu0, load0, own0 = cpu_seconds(server.proc.pid), os.getloadavg()[0], _self_cpu()
         seconds = load.run(args.max_seconds)
         server_cpu = cpu_seconds(server.proc.pid) - cpu0
+        own_cpu = _self_cpu() - own0
         load1 = os.getloadavg()[0]
     finally:
         server.stop()
-    lat = np.array(load.latencies) * 1000
-    events = len(load.acked)
-    return {
+    events = load.acked if isinstance(load.acked, int) else len(load.acked)
+    out = {
+        "mode": f"open loop, {args.rate} events/s offered" if args.rate else "closed loop",
         "events": events,
         "seconds": round(seconds, 2),
         "events_per_s": round(events / seconds),
-        "batches": len(lat),
-        "p50_ms": round(float(np.percentile(lat, 50)), 1),
-        "p99_ms": round(float(np.percentile(lat, 99)), 1),
-        "max_ms": round(float(lat.max()), 1),
+        **_latency_figures(load.latencies),
         "errors": load.errors,
         # The machine is shared: CPU time per event (server + helper processes) is the figure
         # that does not depend on what else runs; events_per_server_cpu_s is what one fully
@@ -219,8 +293,18 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
         "server_cpu_s": round(server_cpu, 2),
         "server_cpu_ms_per_1000_events": round(1000 * server_cpu / max(events, 1) * 1000, 1),
         "events_per_server_cpu_s": round(events / max(server_cpu, 1e-9)),
+        "load_generator_cpu_s": round(own_cpu, 2),
         "load_average_before_after": [round(load0, 1), round(load1, 1)],
     }
+    if args.rate:
+        late = np.array(load.send_delays) * 1000
+        out["send_delay_p99_ms"] = round(float(np.percentile(late, 99)), 1) if len(late) else None
+    return out
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def crash_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
@@ -268,10 +352,15 @@ def _extra(args: argparse.Namespace) -> dict[str, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=60_000)
-    p.add_argument("--batch", type=int, default=200)
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--max-seconds", type=float, default=120.0)
+    p.add_argument("--events", type=int, default=150_000)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument(
+        "--rate", type=float, default=5000.0,
+        help="offered events/s, open loop (0: closed loop with --clients)",
+    )  # fmt: skip
+    p.add_argument("--connections", type=int, default=16, help="open loop: connections")
+    p.add_argument("--clients", type=int, default=4, help="closed loop / crash phase clients")
+    p.add_argument("--max-seconds", type=float, default=30.0)
     p.add_argument("--kill-after", type=float, default=4.0)
     p.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"))
     p.add_argument("--analysis-interval", type=float, default=30.0)

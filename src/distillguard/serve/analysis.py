@@ -25,7 +25,7 @@ import pyarrow as pa
 from distillguard.scoring.indicators import CLUSTER_INDICATORS, noisy_or
 from distillguard.serve.decide import REASON_FLOOR, ClusterVerdict
 from distillguard.serve.features import MS_PER_HOUR, from_ipc
-from distillguard.serve.store import Store
+from distillguard.serve.store import SqliteBlobReader, Store
 
 log = logging.getLogger("distillguard.serve")
 REGISTRY_KEY = "campaigns"
@@ -67,7 +67,9 @@ class AnalysisResult:
         return cls(d["at_ms"], d["events"], d["accounts"], verdicts, d["campaigns"], d["seconds"])
 
 
-def recent_enriched(store: Store, since_hb: int, max_events: int) -> pa.Table | None:
+def recent_enriched(
+    store: Store | SqliteBlobReader, since_hb: int, max_events: int
+) -> pa.Table | None:
     """Stored request rows joined to their signals: the enriched table of the batch stages.
 
     Requests whose signals were never computed (in flight at a crash) are left out: without a

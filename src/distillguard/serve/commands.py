@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
 from distillguard.errors import UserError
+
+SWITCH_INTERVAL_S = 0.001
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +34,9 @@ def serve_command(
     if not 0 < port < 65536:
         raise UserError(f"bad port {port}")
     app = create_app(cfg)
+    # The request path shares the GIL with the signal and analysis threads' Arrow glue: a
+    # shorter switch interval (default 5 ms) bounds how long a POST waits for its turn.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     typer.echo(f"distillguard serve on http://{host}:{port} (state: {cfg.get('state', 'backend')})")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 

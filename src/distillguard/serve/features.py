@@ -8,13 +8,14 @@ reasons for the (few) accounts whose indicators fire.
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard.pipeline.enrich import CARRIED, ip_info
-from distillguard.serve.store import EVENT_METRICS, METRICS, SIGNAL_METRICS, Windows
+from distillguard.serve.store import METRICS, Deltas, Windows
 
 MS_PER_DAY = 86_400_000
 MS_PER_HOUR = 3_600_000
@@ -29,12 +30,41 @@ NOT_HOME_KINDS = ("datacenter", "vpn", "tor")
 TEXT_FIELDS = ("system", "prompt", "response")
 
 
-def _floor_div(values: pa.Array | pa.ChunkedArray, by: int) -> pa.Array:
-    return pa.array(np.floor_divide(values.to_numpy(), by))
+class IpInfoCache:
+    """Subnet, kind and ASN of client addresses, classified once each (bounded memory).
+
+    `pipeline.enrich.ip_info` costs about a millisecond per call whatever the batch size; a
+    gateway's traffic comes from a working set of addresses, so most batches need no call.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._info: dict[str | None, tuple[str | None, str | None, str | None]] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def columns(self, ips: pa.Array | pa.ChunkedArray) -> dict[str, pa.Array]:
+        arr = ips.combine_chunks() if isinstance(ips, pa.ChunkedArray) else ips
+        enc = pc.dictionary_encode(arr, null_encoding="encode")
+        uniq = enc.dictionary.to_pylist()
+        with self._lock:
+            missing = [u for u in uniq if u not in self._info]
+            if missing:
+                if len(self._info) + len(missing) > self._limit:
+                    self._info.clear()
+                info = ip_info(pa.array(missing, pa.string()), None)
+                found = zip(
+                    *[info[c].to_pylist() for c in ("subnet", "ip_kind", "asn")], strict=True
+                )
+                self._info.update(zip(missing, found, strict=True))
+            per_ip = [self._info[u] for u in uniq]
+        indices = enc.indices
+        return {
+            name: pa.array([p[j] for p in per_ip], pa.string()).take(indices)
+            for j, name in enumerate(("subnet", "ip_kind", "asn"))
+        }
 
 
-def hour_bucket(ts_ms: pa.Array) -> pa.Array:
-    return _floor_div(ts_ms, MS_PER_HOUR)
+_IP_INFO = IpInfoCache()
 
 
 def request_rows(events: pa.Table, store_text: bool = False) -> pa.Table:
@@ -43,96 +73,174 @@ def request_rows(events: pa.Table, store_text: bool = False) -> pa.Table:
     Same names and meanings as `pipeline.enrich` + `attach_ip_info`, so the batch stages read
     these rows (joined to the signal columns) as they read an enriched Parquet file.
     """
-    ms = pc.cast(events["timestamp"], pa.int64()).combine_chunks()
-    day = _floor_div(ms, MS_PER_DAY)
-    cols: dict[str, pa.Array] = {name: events[name] for name in CARRIED}
-    cols["ts_ms"] = ms
-    cols["day"] = day
-    cols["hour"] = _floor_div(pc.subtract(ms, pc.multiply(day, MS_PER_DAY)), MS_PER_HOUR)
-    cols["weekday"] = pc.remainder(pc.add(day, 3), 7)  # 1970-01-01 was a Thursday
-    cols["hb"] = hour_bucket(ms)
-    ips = pc.dictionary_encode(events["client_ip"].combine_chunks())
-    info = ip_info(ips.dictionary, None)
-    for name in ("subnet", "ip_kind", "asn"):
-        cols[name] = info[name].combine_chunks().take(ips.indices)
+    ms = np.asarray(pc.cast(events["timestamp"], pa.int64()), dtype=np.int64)
+    day = ms // MS_PER_DAY
+    cols: dict[str, pa.Array | pa.ChunkedArray] = {name: events[name] for name in CARRIED}
+    cols["ts_ms"] = pa.array(ms)
+    cols["day"] = pa.array(day)
+    cols["hour"] = pa.array((ms - day * MS_PER_DAY) // MS_PER_HOUR)
+    cols["weekday"] = pa.array((day + 3) % 7)  # 1970-01-01 was a Thursday
+    cols["hb"] = pa.array(ms // MS_PER_HOUR)
+    cols.update(_IP_INFO.columns(events["client_ip"]))
     if store_text:
         for name in TEXT_FIELDS:
             cols[name] = events[name]
     return pa.table(cols)
 
 
-def _ones(n: int) -> pa.Array:
-    return pa.array(np.ones(n, dtype=np.int64))
+def _flag(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False), dtype=np.int64)
 
 
-def _flag(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return pc.cast(pc.fill_null(arr, False), pa.int64())
+def _ints(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, 0), dtype=np.int64)
 
 
-def event_deltas(rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+def _codes(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(code of each value, distinct values as an object array): strings compared as integers
+    from here on, and turned back into Python strings by NumPy indexing."""
+    enc = pc.dictionary_encode(arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr)
+    values = np.empty(len(enc.dictionary), dtype=object)
+    values[:] = enc.dictionary.to_pylist()
+    indices = enc.indices.fill_null(0) if enc.indices.null_count else enc.indices
+    return np.asarray(indices, dtype=np.int64), values
+
+
+def _groups(*codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group of each row, first row of each group) for rows keyed by several integer codes.
+
+    The codes are packed into one int64 per row (mixed radix), so one `np.unique` groups them:
+    a few vectorised calls per batch instead of a hash aggregation per key kind.
+    """
+    shifted = [c - c.min() if len(c) else c for c in codes]
+    radix = [int(c.max()) + 1 if len(c) else 1 for c in shifted]
+    if float(np.prod(radix, dtype=float)) >= 2.0**62:  # absurd spreads: group row-wise
+        _, first, group = np.unique(
+            np.stack(shifted, axis=1), axis=0, return_index=True, return_inverse=True
+        )
+        return group.reshape(-1), first
+    packed = np.zeros(len(codes[0]), dtype=np.int64)
+    for c, r in zip(shifted, radix, strict=True):
+        packed = packed * r + c
+    _, first, group = np.unique(packed, return_index=True, return_inverse=True)
+    return group.reshape(-1), first
+
+
+def _sums(account: pa.Array | pa.ChunkedArray, hb: np.ndarray, metrics: dict) -> Deltas:
+    """Per (account, hour) sums of each metric column."""
+    acc, names = _codes(account)
+    group, first = _groups(acc, hb)
+    k = len(first)
+    cols = {
+        m: np.bincount(group, weights=v, minlength=k).round().astype(np.int64).tolist()
+        for m, v in metrics.items()
+    }
+    return Deltas({"account_id": names[acc[first]].tolist(), "hb": hb[first].tolist(), **cols})
+
+
+def _key_counts(
+    account: pa.Array | pa.ChunkedArray,
+    kinds: list[tuple[str, pa.Array | pa.ChunkedArray, np.ndarray]],
+    hb: np.ndarray,
+) -> Deltas:
+    """How often each (account, kind, key, hour) occurs; `kinds` = (kind, keys, row mask).
+
+    All kinds in one grouping: each kind's keys are dictionary-encoded once, offset so codes of
+    different kinds never collide.
+    """
+    acc, acc_names = _codes(account)
+    sel, kind, key, key_names, offset = [], [], [], [], 0
+    for j, (_, keys, mask) in enumerate(kinds):
+        codes, names = _codes(keys)
+        rows = np.flatnonzero(mask & _present(keys))
+        sel.append(rows)
+        kind.append(np.full(len(rows), j, dtype=np.int64))
+        key.append(codes[rows] + offset)
+        key_names.append(names)
+        offset += len(names)
+    rows, kinds_, keys_ = np.concatenate(sel), np.concatenate(kind), np.concatenate(key)
+    if len(rows) == 0:
+        return Deltas({c: [] for c in ("account_id", "kind", "key", "hb", "n")})
+    group, first = _groups(acc[rows], kinds_, keys_, hb[rows])
+    kind_names = np.array([name for name, _, _ in kinds], dtype=object)
+    all_keys = np.concatenate(key_names)
+    return Deltas(
+        {
+            "account_id": acc_names[acc[rows[first]]].tolist(),
+            "kind": kind_names[kinds_[first]].tolist(),
+            "key": all_keys[keys_[first]].tolist(),
+            "hb": hb[rows[first]].tolist(),
+            "n": np.bincount(group, minlength=len(first)).tolist(),
+        }
+    )
+
+
+def _present(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return np.asarray(pc.is_valid(arr), dtype=bool)
+
+
+def _per_value(arr: pa.Array | pa.ChunkedArray, test) -> np.ndarray:
+    """`test(value)` for each row, evaluated once per distinct value (kinds, statuses: few)."""
+    enc = pc.dictionary_encode(
+        arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr, null_encoding="encode"
+    )
+    per_value = np.array([bool(test(v)) for v in enc.dictionary.to_pylist()] or [False])
+    return per_value[np.asarray(enc.indices, dtype=np.int64)]
+
+
+def _counts(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if values.null_count:
+        values = pc.fill_null(values, 0)
+    return np.asarray(values, dtype=np.int64)
+
+
+def event_deltas(rows: pa.Table) -> tuple[Deltas, Deltas]:
     """(bucket counter deltas per account and hour, ip/subnet key deltas)."""
     n = rows.num_rows
-    metric_cols = {
-        "requests": _ones(n),
-        "input_tokens": rows["input_tokens"],
-        "output_tokens": rows["output_tokens"],
-        "anon": _flag(pc.is_in(rows["ip_kind"], pa.array(ANONYMOUS_KINDS))),
-        "proxy": _flag(pc.is_in(rows["ip_kind"], pa.array(PROXY_KINDS))),
-        "vpn": _flag(pc.equal(rows["ip_kind"], "vpn")),
-        "hosted": _flag(pc.is_in(rows["ip_kind"], pa.array(HOSTED_KINDS))),
-        "followups": _flag(pc.greater(pc.fill_null(rows["turn"], 0), 0)),
-        "errors": _flag(pc.not_equal(rows["status"], "ok")),
+    kind = rows["ip_kind"]
+    hb = np.asarray(rows["hb"], dtype=np.int64)
+    metrics = {
+        "requests": np.ones(n, dtype=np.int64),
+        "input_tokens": _counts(rows["input_tokens"]),
+        "output_tokens": _counts(rows["output_tokens"]),
+        "anon": _per_value(kind, lambda k: k in ANONYMOUS_KINDS),
+        "proxy": _per_value(kind, lambda k: k in PROXY_KINDS),
+        "vpn": _per_value(kind, lambda k: k == "vpn"),
+        "hosted": _per_value(kind, lambda k: k in HOSTED_KINDS),
+        "followups": _counts(rows["turn"]) > 0,
+        "errors": _per_value(rows["status"], lambda s: s is not None and s != "ok"),
     }
-    base = pa.table({"account_id": rows["account_id"], "hb": rows["hb"], **metric_cols})
-    buckets = _sum_by(base, ["account_id", "hb"], list(EVENT_METRICS))
-    home = pc.invert(pc.is_in(rows["ip_kind"], pa.array(NOT_HOME_KINDS)))
-    home_rows = rows.filter(home)
-    keys = [
-        _key_counts(rows["account_id"], "ip", rows["client_ip"], rows["hb"]),
-        _key_counts(home_rows["account_id"], "home_ip", home_rows["client_ip"], home_rows["hb"]),
-        _key_counts(rows["account_id"], "subnet", rows["subnet"], rows["hb"]),
-    ]
-    return buckets, pa.concat_tables(keys)
+    buckets = _sums(rows["account_id"], hb, metrics)
+    everywhere = np.ones(n, dtype=bool)
+    home = _per_value(kind, lambda k: k not in NOT_HOME_KINDS)
+    ip, subnet = rows["client_ip"], rows["subnet"]
+    keys = _key_counts(
+        rows["account_id"],
+        [("ip", ip, everywhere), ("home_ip", ip, home), ("subnet", subnet, everywhere)],
+        hb,
+    )
+    return buckets, keys
 
 
-def signal_deltas(rows: pa.Table, signals: pa.Table) -> tuple[pa.Table, pa.Table]:
+def signal_deltas(rows: pa.Table, signals: pa.Table) -> tuple[Deltas, Deltas]:
     """(signal counter deltas per account and hour, template key deltas); rows align by position."""
     n = rows.num_rows
-    flags = {f: _flag(signals[f]) for f in ("cot", "rubric", "censor", "train_shaped")}
-    extraction = flags["cot"]
-    for f in ("rubric", "censor", "train_shaped"):
-        extraction = pc.max_element_wise(extraction, flags[f])
-    metric_cols = {
-        "signalled": _ones(n),
-        "extraction": extraction,
+    flags = {f: _flag(signals[f]) for f in EXTRACTION_FLAGS}
+    metrics = {
+        "signalled": np.ones(n, dtype=np.int64),
+        "extraction": np.maximum.reduce(list(flags.values())),
         **flags,
         "max_out": _flag(signals["max_out"]),
         "thinking": _flag(signals["thinking"]),
     }
-    base = pa.table({"account_id": rows["account_id"], "hb": rows["hb"], **metric_cols})
-    buckets = _sum_by(base, ["account_id", "hb"], list(SIGNAL_METRICS))
+    hb = np.asarray(rows["hb"], dtype=np.int64)
+    buckets = _sums(rows["account_id"], hb, metrics)
     tpl = pc.cast(signals["tpl_id"], pa.string())
-    keys = _key_counts(rows["account_id"], "tpl", tpl, rows["hb"])
-    return buckets, keys.filter(pc.is_valid(keys["key"]))
-
-
-def _sum_by(table: pa.Table, by: list[str], metrics: list[str]) -> pa.Table:
-    out = table.group_by(by, use_threads=False).aggregate([(m, "sum") for m in metrics])
-    return out.rename_columns([f"{c[:-4]}" if c.endswith("_sum") else c for c in out.column_names])
-
-
-def _key_counts(account: pa.Array, kind: str, key: pa.Array, hb: pa.Array) -> pa.Table:
-    t = pa.table({"account_id": account, "key": key, "hb": hb})
-    g = t.group_by(["account_id", "key", "hb"], use_threads=False).aggregate([([], "count_all")])
-    return pa.table(
-        {
-            "account_id": g["account_id"],
-            "kind": pa.array([kind] * g.num_rows, pa.string()),
-            "key": g["key"],
-            "hb": g["hb"],
-            "n": g["count_all"],
-        }
-    )
+    has_tpl = np.asarray(pc.is_valid(tpl), dtype=bool)
+    keys = _key_counts(rows["account_id"], [("tpl", tpl, has_tpl)], hb)
+    return buckets, keys
 
 
 def to_ipc(table: pa.Table) -> bytes:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import pyarrow as pa
 import redis
 
 from distillguard.serve.store import (
     METRICS,
     Commit,
     Decide,
+    Deltas,
     Store,
     Windows,
     empty_windows,
@@ -38,7 +38,7 @@ return 1
 HOUR_S = 3600
 
 
-def _bucket_fields(tables: list[pa.Table]) -> dict[str, dict[str, int]]:
+def _bucket_fields(tables: list[Deltas]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for t in tables:
         metrics = [m for m in t.column_names if m in METRICS]
@@ -51,7 +51,7 @@ def _bucket_fields(tables: list[pa.Table]) -> dict[str, dict[str, int]]:
     return out
 
 
-def _key_fields(tables: list[pa.Table]) -> dict[str, dict[str, int]]:
+def _key_fields(tables: list[Deltas]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for t in tables:
         rows = zip(

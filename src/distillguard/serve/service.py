@@ -48,7 +48,7 @@ from distillguard.serve.features import (
 from distillguard.serve.metrics import Metrics
 from distillguard.serve.store import Commit, SqliteStore, Store, Windows
 from distillguard.serve.validate import EventValidator, Rejected
-from distillguard.serve.workers import Worker, analyse_ipc, signals_ipc
+from distillguard.serve.workers import Worker, analyse_ipc, analyse_sqlite, signals_ipc
 from distillguard.signals import compute_signals
 
 log = logging.getLogger("distillguard.serve")
@@ -56,6 +56,7 @@ MAX_CLOCK_SKEW_MS = 5 * 60_000  # a timestamp further in the future does not mov
 MAX_REPORTED_REJECTS = 100
 COMMIT_ATTEMPTS = 5
 SIGNAL_COMMIT_ROWS = 256
+SIDE_ATTEMPTS = 3
 
 
 @dataclass
@@ -105,6 +106,16 @@ class _Pending:
     error: BaseException | None = None
 
 
+@dataclass
+class _Side:
+    """Counter updates that acknowledge nothing (request signals): they ride along with the
+    next group commit instead of paying a transaction and an fsync of their own."""
+
+    commit: Commit
+    done: threading.Event = field(default_factory=threading.Event)
+    attempts: int = 0
+
+
 class Service:
     """Ingest, decisions, state and background work of `distillguard serve`."""
 
@@ -121,6 +132,7 @@ class Service:
         self._ingest_lock = threading.Lock()
         self._group_cond = threading.Condition()
         self._group: list[_Pending] = []
+        self._side: list[_Side] = []
         self._closing = False
         self._analysis_lock = threading.Lock()
         self._queue: list[tuple[pa.Table, pa.Table]] = []
@@ -159,11 +171,11 @@ class Service:
         for t in self._threads:
             t.join(timeout=30)
         self._threads.clear()
+        self.flush_signals()  # through the committer, which drains everything before exiting
         with self._group_cond:
             self._closing = True
             self._group_cond.notify_all()
         self._commit_thread.join(timeout=30)
-        self.flush_signals()
         self._signal_worker.stop()
         self._analysis_worker.stop()
         self.store.close()
@@ -259,14 +271,27 @@ class Service:
     def _committer(self) -> None:
         while True:
             with self._group_cond:
-                while not self._group and not self._closing:
+                while not self._group and not self._side and not self._closing:
                     self._group_cond.wait()
-                if not self._group:
+                if not self._group and not self._side:
                     return  # closing and drained
                 group, self._group = self._group, []
+                # Under load one side update per transaction, so no POST waits for a pile.
+                take = len(self._side) if not group else 1
+                side, self._side = self._side[:take], self._side[take:]
             try:
-                bodies = self._ingest_group([p.table for p in group])
+                bodies = self._ingest_group([p.table for p in group], side) if group else []
+                if not group:
+                    self.store.commit(_merged(side))
             except BaseException as exc:  # every waiter gets the error, none hangs
+                log.exception("commit failed")
+                retry = [item for item in side if item.attempts < SIDE_ATTEMPTS]
+                for item in side:
+                    item.attempts += 1
+                    if item not in retry:
+                        item.done.set()  # given up on: those requests keep no signals
+                with self._group_cond:
+                    self._side[:0] = retry  # signal counts are retried with the next commit
                 for p in group:
                     p.error = exc
                     p.done.set()
@@ -274,8 +299,10 @@ class Service:
             for p, body in zip(group, bodies, strict=True):
                 p.body = body
                 p.done.set()
+            for item in side:
+                item.done.set()
 
-    def _ingest_group(self, tables: list[pa.Table]) -> list[bytes]:
+    def _ingest_group(self, tables: list[pa.Table], side: list[_Side] | None = None) -> list[bytes]:
         combined = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         ids = combined["request_id"].combine_chunks()
         codes, distinct, first = _first_occurrence(ids)
@@ -286,8 +313,10 @@ class Service:
                 new_mask = first & ~is_known[codes]
                 decisions = dict(known)
                 if not new_mask.any():
+                    if side:
+                        self.store.commit(_merged(side))
                     break
-                committed = self._commit_new(combined.filter(pa.array(new_mask)))
+                committed = self._commit_new(combined.filter(pa.array(new_mask)), side or [])
                 if committed is not None:
                     decisions.update(committed)
                     break
@@ -314,7 +343,7 @@ class Service:
         now_hb = self.clock_ms // MS_PER_HOUR
         return now_hb - self.short_hours + 1, now_hb - self.long_hours + 1
 
-    def _commit_new(self, new: pa.Table) -> dict[str, str] | None:
+    def _commit_new(self, new: pa.Table, side: list[_Side]) -> dict[str, str] | None:
         """Commit new requests; their decision JSON by id, or None if the commit lost a race."""
         rows = request_rows(new, self.store_text)
         buckets, keys = event_deltas(rows)
@@ -333,6 +362,10 @@ class Service:
             commit.buckets.append(s_buckets)
             commit.keys.append(s_keys)
             commit.blobs.append((hb, "signals", to_ipc(signals), signals.num_rows))
+        for item in side:
+            commit.buckets.extend(item.commit.buckets)
+            commit.keys.extend(item.commit.keys)
+            commit.blobs.extend(item.commit.blobs)
         self._advance_clock(rows["ts_ms"])
         commit.clock_ms = self.clock_ms
         commit.window_from = self._window_from()
@@ -401,20 +434,26 @@ class Service:
         rows = pa.concat_tables([r for r, _ in pending])
         events = pa.concat_tables([e for _, e in pending])
         signals = from_ipc([self._signal_worker.run(signals_ipc, to_ipc(events))])
-        # Committed in slices: each holds the write lock only briefly, so a POST arriving
-        # during a flush waits for one slice, not for the whole flush.
+        # Handed to the committer in slices that ride along with the POSTs' transactions (one
+        # slice each), so a flush neither adds fsyncs nor makes a POST wait for all of it.
+        side = []
         for start in range(0, rows.num_rows, SIGNAL_COMMIT_ROWS):
             part = rows.slice(start, SIGNAL_COMMIT_ROWS)
             sig = signals.slice(start, SIGNAL_COMMIT_ROWS)
             buckets, keys = signal_deltas(part, sig)
-            hb = int(pc.max(part["hb"]).as_py())
-            self.store.commit(
-                Commit(
-                    buckets=[buckets],
-                    keys=[keys],
-                    blobs=[(hb, "signals", to_ipc(sig), sig.num_rows)],
-                )
-            )
+            hb = int(np.max(np.asarray(part["hb"])))
+            blob = (hb, "signals", to_ipc(sig), sig.num_rows)
+            side.append(_Side(Commit(buckets=[buckets], keys=[keys], blobs=[blob])))
+        with self._group_cond:
+            if self._commit_thread.is_alive():
+                self._side.extend(side)
+                self._group_cond.notify()
+            else:  # stopped: nobody else writes any more
+                self.store.commit(_merged(side))
+                for item in side:
+                    item.done.set()
+        for item in side:  # committed on return (tests and stop() rely on it)
+            item.done.wait()
         self.metrics.inc("distillguard_signal_events_total", rows.num_rows)
         return rows.num_rows
 
@@ -432,15 +471,26 @@ class Service:
         a = self.cfg.raw["analysis"]
         with self._analysis_lock:
             since = window_start_hb(self.clock_ms, int(a["window_hours"]))
-            enriched = recent_enriched(self.store, since, int(a["max_events"]))
-            if enriched is None or pc.count_distinct(enriched["account_id"]).as_py() < int(
-                a["min_accounts"]
-            ):
-                return None
             threshold = float(self.cfg.get("decisions", "flag_threshold"))
-            result = AnalysisResult.from_json(
-                self._analysis_worker.run(analyse_ipc, to_ipc(enriched), threshold, self.clock_ms)
-            )
+            if isinstance(self.store, SqliteStore) and self._analysis_worker.enabled:
+                # The helper reads the window from the file itself: loading and decoding up to
+                # `max_events` rows would otherwise stall the request path for a while.
+                data = self._analysis_worker.run(
+                    analyse_sqlite, str(self.store.path), since, int(a["max_events"]),
+                    int(a["min_accounts"]), threshold, self.clock_ms,
+                )  # fmt: skip
+                if data is None:
+                    return None
+            else:
+                enriched = recent_enriched(self.store, since, int(a["max_events"]))
+                if enriched is None or pc.count_distinct(enriched["account_id"]).as_py() < int(
+                    a["min_accounts"]
+                ):
+                    return None
+                data = self._analysis_worker.run(
+                    analyse_ipc, to_ipc(enriched), threshold, self.clock_ms
+                )
+            result = AnalysisResult.from_json(data)
             raw = self.store.get_kv(REGISTRY_KEY)
             registry = json.loads(raw) if raw else {}
             new = reconcile(result, registry)
@@ -516,6 +566,16 @@ class Service:
                 "seconds": a.seconds,
             },
         }
+
+
+def _merged(side: list[_Side]) -> Commit:
+    """Side updates as one commit (no request ids: nothing to race for)."""
+    out = Commit()
+    for item in side:
+        out.buckets.extend(item.commit.buckets)
+        out.keys.extend(item.commit.keys)
+        out.blobs.extend(item.commit.blobs)
+    return out
 
 
 def _window_dict(w: Windows, which: str) -> dict[str, int]:

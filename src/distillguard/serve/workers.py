@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -42,6 +43,26 @@ def analyse_ipc(data: bytes, flag_threshold: float, at_ms: int) -> bytes:
     from distillguard.serve.analysis import analyse
 
     return analyse(_read(data), flag_threshold, at_ms).to_json()
+
+
+def analyse_sqlite(
+    path: str, since_hb: int, max_events: int, min_accounts: int, flag_threshold: float, at_ms: int
+) -> bytes | None:
+    """Load the recent window from the SQLite state file and analyse it, all in the helper;
+    None when there are too few accounts to link."""
+    import pyarrow.compute as pc
+
+    from distillguard.serve.analysis import analyse, recent_enriched
+    from distillguard.serve.store import SqliteBlobReader
+
+    reader = SqliteBlobReader(Path(path))
+    try:
+        enriched = recent_enriched(reader, since_hb, max_events)
+    finally:
+        reader.close()
+    if enriched is None or pc.count_distinct(enriched["account_id"]).as_py() < min_accounts:
+        return None
+    return analyse(enriched, flag_threshold, at_ms).to_json()
 
 
 def _exit_with_parent(parent: int) -> None:
