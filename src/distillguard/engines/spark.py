@@ -45,25 +45,22 @@ def spark_session(
 ) -> SparkSession:
     """A SparkSession for detection (reuses the active one, e.g. under spark-submit).
 
-    `master` None keeps whatever spark-submit or the environment chose, else local mode on
-    every core. Sessions run in UTC: the contract's timestamps are UTC and day boundaries are
-    UTC days.
+    `master` None keeps whatever spark-submit chose (plain Python: local mode on every core).
+    Sessions run in UTC: the contract's timestamps are UTC and day boundaries are UTC days.
     """
     builder = SparkSession.builder.appName("distillguard")
     active = SparkSession.getActiveSession()
     if master:
         builder = builder.master(master)
-    elif active is None:
-        builder = builder.master(_default_master())
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
     }
-    if "PYSPARK_PYTHON" not in os.environ and active is None:
-        # Python workers must import distillguard: by default, this very interpreter (the
-        # SparkContext reads the variable when it starts; a cluster sets its own).
+    if "PYSPARK_PYTHON" not in os.environ and active is None and _runs_locally(master):
+        # Python workers must import distillguard: on this machine, this very interpreter (the
+        # SparkContext reads the variable when it starts; on a cluster, set it for the nodes).
         os.environ["PYSPARK_PYTHON"] = sys.executable
     if shuffle_partitions:
         settings["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
@@ -77,8 +74,9 @@ def spark_session(
     return session
 
 
-def _default_master() -> str:
-    return os.environ.get("MASTER", "local[*]")
+def _runs_locally(master: str | None) -> bool:
+    """Local mode, and not launched by spark-submit (which sets the gateway port)."""
+    return (master or "local").startswith("local") and "PYSPARK_GATEWAY_PORT" not in os.environ
 
 
 class SparkBackend(PySparkBackend):
@@ -150,6 +148,19 @@ def _spark_safe(table: pa.Table) -> pa.Table:
             t = pa.string()
         fields.append(pa.field(f.name, t))
     return table.cast(pa.schema(fields))
+
+
+def _fresh_session(base: SparkSession) -> SparkSession:
+    """A session of its own for one run: its temporary views cannot meet another run's, while
+    the SparkContext (executors, JVM) is shared. SQL settings are carried over."""
+    session = base.newSession()
+    for key, value in base.conf.getAll.items():
+        if key.startswith("spark.sql."):
+            try:
+                session.conf.set(key, value)
+            except Exception:  # static settings are shared already and cannot be set again
+                continue
+    return session
 
 
 def ibis_backend(session: SparkSession) -> SparkBackend:
@@ -225,7 +236,7 @@ class SparkEngine:
         shuffle_partitions: int | None = None,
         session: SparkSession | None = None,
     ) -> None:
-        self.session = session or spark_session(master, shuffle_partitions)
+        self.session = _fresh_session(session or spark_session(master, shuffle_partitions))
         self.backend = ibis_backend(self.session)
 
     def enrich(

@@ -245,10 +245,17 @@ def _update_state(
 ) -> str:
     """Store the newly enriched days in the state; returns the whole stored table's source."""
     parts = work / "day_parts"
+    shutil.rmtree(parts, ignore_errors=True)  # left over by an interrupted run
     engine.split_days(new, parts)
     state.replace_days(parts, since_ms)
     state.save(since_ms, cfg.events, engine.count(new), engine.name)
     shutil.rmtree(parts, ignore_errors=True)
+    # The new days alone would pass for the whole table (the report reads work/enriched*).
+    new_path = Path(new)
+    if new_path.is_dir():
+        shutil.rmtree(new_path)
+    else:
+        new_path.unlink()
     return state.source
 
 

@@ -156,7 +156,7 @@ class State:
         written = []
         for part in sorted(parts.glob("part_day=*")):
             day = int(part.name.split("=", 1)[1])
-            part.rename(self.enriched_dir / f"{DAY_PREFIX}{day}")
+            shutil.move(part, self.enriched_dir / f"{DAY_PREFIX}{day}")  # may cross devices
             written.append(day)
         kept = [d for d in self.days if since_day is not None and d < since_day]
         self.days = sorted(set(kept) | set(written))
