@@ -1,10 +1,11 @@
 """Sign-up check (issue 9): replay sign-ups in time order against detection state of the past.
 
     .venv/bin/python bench/signup.py [--scenarios seed-report evasive] [--seeds 901 902]
-                                     [--scale 0.01] [--step-days 3]
+                                     [--scale 0.01] [--checkpoints 0.5 1 2 3 6 ... 27]
 
-For each scenario and seed: simulate; every `step-days` (checkpoint T) run `detect` on the events
-before T with the accounts created before T; judge every account created in [T, next T) with that
+For each scenario and seed: simulate; at each checkpoint T (days after the start: twice in the
+first day, daily to day 3, then every 3 days) run `detect` on the events before T with the
+accounts created before T; judge every account created in [T, next T) with that
 state (`signup.check_signups`, the code behind `signup-check`). Ground truth comes from the
 simulator's `signups.parquet` (replacement accounts) and `labels.parquet`.
 
@@ -72,11 +73,16 @@ def _prefix(sim: Path, at_ms: int, dst: Path) -> None:
     shutil.copy(sim / "ip_intel.csv", dst / "ip_intel.csv")
 
 
-def _detect_at(sim: Path, at_ms: int, day: int) -> Path:
-    det = sim.parent / f"detect-day{day:02d}"
-    if (det / "accounts.parquet").exists():
+def _day_name(day: float) -> str:
+    return f"day{int(day):02d}" if float(day).is_integer() else f"day{day:04.1f}"
+
+
+def _detect_at(sim: Path, at_ms: int, day: float) -> Path:
+    det = sim.parent / f"detect-{_day_name(day)}"
+    if (det / "summary.json").exists():  # written last: a finished run
         return det
-    inputs = sim.parent / f"inputs-day{day:02d}"
+    shutil.rmtree(det, ignore_errors=True)
+    inputs = sim.parent / f"inputs-{_day_name(day)}"
     _prefix(sim, at_ms, inputs)
     run_detect(DetectConfig.for_simulation(inputs, det))
     shutil.rmtree(det / "work" / "spill", ignore_errors=True)
@@ -102,7 +108,7 @@ def _first_requests(sim: Path) -> pa.Table:
     ).to_arrow_table()
 
 
-def replay(scenario: str, seed: int, scale: float, step_days: int) -> dict:
+def replay(scenario: str, seed: int, scale: float, checkpoints: list[float]) -> dict:
     started = time.perf_counter()
     sim = _sim(scenario, seed, scale)
     truth = json.loads((sim / "truth.json").read_text())
@@ -112,13 +118,13 @@ def replay(scenario: str, seed: int, scale: float, step_days: int) -> dict:
     signups = pq.read_table(sim / "signups.parquet")
     policy = load_signup_policy(None)
     created = pc.cast(accounts["created_at"], pa.int64())
-    days = list(range(step_days, int(truth["days"]), step_days))
+    days = [d for d in checkpoints if 0 < d < truth["days"]]
     judged: list[pa.Table] = []
     detect_s = 0.0
     det = None
     for k, day in enumerate(days):
-        at = start_ms + day * DAY_MS
-        until = start_ms + (days[k + 1] if k + 1 < len(days) else int(truth["days"])) * DAY_MS
+        at = start_ms + int(day * DAY_MS)
+        until = start_ms + int((days[k + 1] if k + 1 < len(days) else truth["days"]) * DAY_MS)
         t0 = time.perf_counter()
         det = _detect_at(sim, at, day)
         detect_s += time.perf_counter() - t0
@@ -130,7 +136,7 @@ def replay(scenario: str, seed: int, scale: float, step_days: int) -> dict:
         decisions = check_signups(new, known, policy, run_ip_intel(run))
         detected = _detected_campaigns(det, labels)
         judged.append(
-            decisions.append_column("checkpoint_day", pa.array([day] * new.num_rows))
+            decisions.append_column("checkpoint_day", pa.array([float(day)] * new.num_rows))
             .append_column("created_ms", pc.cast(new["created_at"], pa.int64()))
             .append_column("detected", pa.array([",".join(sorted(detected))] * new.num_rows))
         )
@@ -310,16 +316,17 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=["seed-report", "evasive"])
     ap.add_argument("--seeds", nargs="+", type=int, default=list(HELD_OUT_SEEDS))
     ap.add_argument("--scale", type=float, default=0.01)
-    ap.add_argument("--step-days", type=int, default=3)
+    ap.add_argument("--checkpoints", nargs="+", type=float, default=[0.5, 1, 2, *range(3, 28, 3)])
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
     for scenario in args.scenarios:
         for seed in args.seeds:
-            results.append(replay(scenario, seed, args.scale, args.step_days))
+            results.append(replay(scenario, seed, args.scale, args.checkpoints))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "benign_stress"}),
                   flush=True)  # fmt: skip
-    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    tag = "-".join([*args.scenarios, *map(str, args.seeds)])
+    (OUT / f"results-{tag}.json").write_text(json.dumps(results, indent=1))
     print(markdown(results))
 
 
