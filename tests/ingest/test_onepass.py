@@ -171,3 +171,19 @@ def test_adapter_file_of_only_malformed_lines_is_an_error(tmp_path: Path) -> Non
     path.write_text("{nope\n{nope either\n")
     with pytest.raises(UserError, match="no line is a JSON object"):
         run_ingest([path], out=tmp_path / "out", progress=False, input_format="litellm")
+
+
+def test_duplicate_accounts_are_removed_from_the_single_output_file(tmp_path: Path) -> None:
+    from tests.ingest.helpers import account
+
+    events = write_jsonl(tmp_path / "e.jsonl", [event(1)])
+    accounts = write_jsonl(
+        tmp_path / "a.jsonl", [account(1), account(2), account(1, tier="team"), account(3)]
+    )
+    result = run_ingest([events], [accounts], out=tmp_path / "out", progress=False)
+    c = result.sections["accounts"]
+    assert (c.read, c.accepted, c.duplicate) == (4, 3, 1)
+    table = pq.read_table(tmp_path / "out" / "accounts.parquet")
+    assert table["account_id"].to_pylist() == ["acct-1", "acct-2", "acct-3"]
+    assert table["tier"].to_pylist() == ["pro", "pro", "pro"]  # the first copy, not "team"
+    assert "email" not in table.column_names
