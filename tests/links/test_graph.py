@@ -6,7 +6,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from distillguard.links.evidence import evidence
-from distillguard.links.graph import FULL_PAIRS_MAX, account_order, edges
+from distillguard.links.graph import FULL_PAIRS_MAX, account_order, edges, keyed_members
 from tests.enriched_factory import enriched
 
 
@@ -74,3 +74,32 @@ def test_pairs_are_stored_once_in_order():
     pairs = list(zip(g["a"].to_pylist(), g["b"].to_pylist(), strict=True))
     assert len(pairs) == len(set(pairs))
     assert not any((b, a) in set(pairs) for a, b in pairs)
+
+
+def _wrapper_members(shares: list[float]) -> pa.Table:
+    be = ibis.duckdb.connect()
+    ids = [f"a{i}" for i in range(len(shares))]
+    ev = be.create_table(
+        "ev",
+        pa.table(
+            {
+                "account_id": ids,
+                "view": ["wrapper"] * len(ids),
+                "key": ["band-1"] * len(ids),
+                "share": shares,
+            }
+        ),
+    )
+    order = be.create_table("o", account_order(pa.array(ids)))
+    return keyed_members(ev, order, len(ids)).to_pyarrow()
+
+
+def test_reused_paraphrase_band_links_its_accounts():
+    members = _wrapper_members([0.25, 0.2, 0.3])
+    assert members.num_rows == 3 and set(members["n"].to_pylist()) == {3}
+
+
+def test_band_on_a_sliver_of_diverse_chat_is_not_linked():
+    # Two chat users whose one-off prompts happen to share a band: 1 of 4,000 band slots each.
+    members = _wrapper_members([0.00025, 0.00025, 0.25])
+    assert members.num_rows == 0  # only one account holds the band at a real share

@@ -26,6 +26,7 @@ VIEW_CAP = 2.0  # one view cannot dominate an edge however many keys it repeats
 EDGE_FLOOR = 0.01  # pairs below this total weight are not kept (Leiden ignores < 0.02)
 MAX_GROUP_SHARE = 0.5  # a key held by over half of all accounts says nothing...
 MIN_POPULATION_FOR_SHARE = 200  # ...once there are enough accounts for "half" to mean anything
+MIN_WRAPPER_SHARE = 0.001  # paraphrase bands on less of an account's traffic are not linked
 
 
 def _pair_weight(
@@ -63,6 +64,11 @@ def _pair_weight(
 
 def keyed_members(ev: ir.Table, order: ir.Table, total_accounts: int) -> ir.Table:
     """Evidence rows of shared keys, by integer account position `ord`, with group size `n`."""
+    # A paraphrase band on a sliver of an account's traffic (diverse chat: a different band
+    # set per request) can add at most that sliver to any pair, yet these rows are most of
+    # the view's rows and pairs. Dropping them keeps wrapper links to the wrappers an
+    # account actually reuses.
+    ev = ev.filter((ev["view"] != "wrapper") | (ev.share >= MIN_WRAPPER_SHARE))
     sizes = ev.group_by(["view", "key"]).aggregate(n=ev.count())
     limit = total_accounts
     if total_accounts >= MIN_POPULATION_FOR_SHARE:
