@@ -271,7 +271,11 @@ def training_set(runs: list[Path], labels: list[Path]) -> TrainingSet:
 
 
 def _splitter(ts: TrainingSet, folds: int):
-    """Folds that hold out whole clusters, so a campaign is never in train and test at once."""
+    """Folds that hold out whole clusters: no cluster is in training and test at once.
+
+    Stricter than random folds (which put members of one campaign on both sides) and closer
+    to meeting a new campaign; falls back to account folds when there are too few clusters.
+    """
     pos_groups = np.unique(ts.groups[ts.y]).size
     neg_groups = np.unique(ts.groups[~ts.y]).size
     k = min(folds, pos_groups, neg_groups)
