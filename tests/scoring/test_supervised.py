@@ -73,16 +73,25 @@ def test_model_from_one_seed_finds_the_campaigns_of_another(runs, bundle):
     assert risk[y].mean() > risk[~y].mean() + 0.5
 
 
-def test_flagged_accounts_name_their_top_features(runs, bundle):
+def test_flagged_accounts_name_features_far_from_benign(runs, bundle):
     _, detect = runs[22]
-    table = sv.apply_model(bundle, detect).filter(pc.field("supervised_flagged"))
-    assert table.num_rows > 0
-    for reason, feats in zip(
-        table["reason"].to_pylist(), table["top_features"].to_pylist(), strict=True
-    ):
+    table = sv.apply_model(bundle, detect)
+    ids, cols = sv.run_features(detect)
+    assert table["account_id"].equals(pa.chunked_array([ids]))
+    named = 0
+    for i, (flag, reason, feats) in enumerate(
+        zip(*(table[c].to_pylist() for c in ("supervised_flagged", "reason", "top_features")),
+            strict=True)
+    ):  # fmt: skip
         assert reason.startswith("supervised model ")
-        assert 1 <= len(feats) <= sv.TOP_REASONS
-        assert all(f in bundle.features and f in reason for f in feats)
+        assert len(feats) <= (sv.TOP_REASONS if flag else 0)
+        for f in feats:
+            j = bundle.features.index(f)
+            spread = abs(cols[f][i] - bundle.benign_median[j]) / bundle.benign_scale[j]
+            assert f in reason and spread >= sv.NOTABLE
+        named += bool(feats)
+    flagged = pc.sum(table["supervised_flagged"]).as_py()
+    assert flagged > 0 and named >= 0.8 * flagged
 
 
 def test_cross_validation_holds_out_whole_clusters(runs):

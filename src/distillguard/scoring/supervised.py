@@ -402,21 +402,28 @@ def _minor(version: str) -> str:
 # ---------------------------------------------------------------- applying
 
 
+NOTABLE = 1.0  # a feature is named only this many benign spreads or more from the benign median
+
+
 def explain(bundle: Bundle, x: np.ndarray) -> np.ndarray:
-    """Per account, indices of the features named in its reason (most telling first).
+    """Per account, indices of the features named in its reason (most telling first; -1 = none).
 
     Among the model's TOP_IMPORTANT features, those furthest from the benign median in units
-    of the benign spread, weighted by importance. A cheap description of what sets the account
-    apart, not an exact attribution of the model's output.
+    of the benign spread, weighted by importance; a feature within NOTABLE spreads of the
+    median is not named. A cheap description of what sets the account apart, not an exact
+    attribution of the model's output.
     """
     ranked = np.argsort(-bundle.importance, kind="stable")[:TOP_IMPORTANT]
     ranked = ranked[bundle.importance[ranked] > 0]
     if ranked.size == 0:
-        return np.empty((len(x), 0), dtype=np.int64)
-    dev = np.abs(np.nan_to_num(x[:, ranked] - bundle.benign_median[ranked]))
-    dev = dev / bundle.benign_scale[ranked] * bundle.importance[ranked]
-    order = np.argsort(-dev, axis=1, kind="stable")[:, :TOP_REASONS]
-    return ranked[order]
+        return np.full((len(x), 0), -1, dtype=np.int64)
+    spreads = np.abs(np.nan_to_num(x[:, ranked] - bundle.benign_median[ranked]))
+    spreads = spreads / bundle.benign_scale[ranked]
+    order = np.argsort(-spreads * bundle.importance[ranked], axis=1, kind="stable")
+    order = order[:, :TOP_REASONS]
+    picked = ranked[order]
+    notable = np.take_along_axis(spreads, order, axis=1) >= NOTABLE
+    return np.where(notable, picked, -1)
 
 
 def _fmt(v: float) -> str:
@@ -434,16 +441,13 @@ def _reasons(
     from benign" would describe noise.
     """
     names = np.asarray(bundle.features, dtype=object)
-    top_names = names[top].tolist() if top.size else [[] for _ in range(len(x))]
-    texts = []
-    for i, feats in enumerate(top_names):
-        if risk[i] < threshold:
-            top_names[i] = []
-            texts.append(f"supervised model {risk[i]:.2f}")
-            continue
+    texts, top_names = [], []
+    for i in range(len(x)):
+        feats = [int(j) for j in top[i] if j >= 0] if risk[i] >= threshold else []
+        top_names.append(names[feats].tolist())
         parts = [
-            f"{name} {_fmt(x[i, j])} (benign median {_fmt(bundle.benign_median[j])})"
-            for name, j in zip(feats, top[i], strict=True)
+            f"{names[j]} {_fmt(x[i, j])} (benign median {_fmt(bundle.benign_median[j])})"
+            for j in feats
         ]
         detail = f" (top features: {', '.join(parts)})" if parts else ""
         texts.append(f"supervised model {risk[i]:.2f}{detail}")
