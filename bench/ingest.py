@@ -122,8 +122,9 @@ print(json.dumps({"rc": proc.returncode, "seconds": seconds, "peak_mb": usage.ru
 """
 
 
-def ingest(path: Path, out: Path) -> dict[str, float]:
-    """Run `distillguard ingest` in a child process; wall seconds and its max RSS."""
+def ingest(path: Path, out: Path, src: str | None = None) -> dict[str, float]:
+    """Run `distillguard ingest` in a child process; wall seconds and its max RSS. With `src`
+    (a `src/` directory of another checkout), that version of distillguard is run instead."""
     cmd = [
         sys.executable,
         "-m",
@@ -135,9 +136,14 @@ def ingest(path: Path, out: Path) -> dict[str, float]:
         "--out",
         str(out),
     ]
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     result = json.loads(
         subprocess.run(
-            [sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True
+            [sys.executable, "-c", _MEASURE, *cmd],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
         ).stdout
     )
     if result["rc"] != 0:
@@ -153,6 +159,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5_000_000)
     parser.add_argument("--formats", default="parquet,jsonl")
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument(
+        "--baseline-src",
+        help="also ingest with the distillguard under this src/ directory (e.g. an older "
+        "checkout: git worktree add /tmp/dg-old COMMIT, then /tmp/dg-old/src), right after",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dg-bench-ingest-", dir="/tmp"))
     try:
@@ -163,18 +174,23 @@ def main() -> None:
             + ", ".join(f"{k} {p.stat().st_size / 1e9:.2f} GB" for k, p in paths.items())
         )
         rows = []
+        versions: list[tuple[str, str | None]] = [("", None)]
+        if args.baseline_src:
+            versions.append((" (baseline)", args.baseline_src))
         for fmt in args.formats.split(","):
-            print(f"{fmt}: load average {os.getloadavg()[0]:.1f}", flush=True)
-            before = bare_scan(paths[fmt], fmt)
-            r = ingest(paths[fmt], tmp / f"out-{fmt}")
-            after = bare_scan(paths[fmt], fmt)
-            r["scan"] = (before[0] + after[0]) / 2
-            r["scan_cpu"] = (before[1] + after[1]) / 2
-            r["copy"] = bare_copy(paths[fmt], fmt, tmp / "copy.parquet")
-            print(f"{fmt}: scans {before[0]:.2f}s / {after[0]:.2f}s, {r}", flush=True)
-            assert r["accepted"] == args.events, r
-            rows.append((fmt, r))
-            shutil.rmtree(tmp / f"out-{fmt}", ignore_errors=True)
+            copy = bare_copy(paths[fmt], fmt, tmp / "copy.parquet")
+            for label, src in versions:
+                print(f"{fmt}{label}: load average {os.getloadavg()[0]:.1f}", flush=True)
+                before = bare_scan(paths[fmt], fmt)
+                r = ingest(paths[fmt], tmp / f"out-{fmt}", src)
+                after = bare_scan(paths[fmt], fmt)
+                r["scan"] = (before[0] + after[0]) / 2
+                r["scan_cpu"] = (before[1] + after[1]) / 2
+                r["copy"] = copy
+                print(f"{fmt}{label}: scans {before[0]:.2f}s / {after[0]:.2f}s, {r}", flush=True)
+                assert r["accepted"] == args.events, r
+                rows.append((fmt + label, r))
+                shutil.rmtree(tmp / f"out-{fmt}", ignore_errors=True)
         print(
             "\n| input | events | bare scan s | ingest s (wall) | ingest s (in-process) "
             "| events/s (wall / in-process) | ratio to scan (wall / in-process) "
