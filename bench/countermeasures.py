@@ -39,9 +39,7 @@ def _table(results: list) -> list[str]:
         lines.append(
             f"| {seed} | no teacher (untrained student) | | | | {r.untrained_acc:.3f} | | | |"
         )
-        lines.append(
-            f"| {seed} | answer key, no reasoning | | | | {r.answer_key_acc:.3f} | | | |"
-        )
+        lines.append(f"| {seed} | answer key, no reasoning | | | | {r.answer_key_acc:.3f} | | | |")
         for row in r.rows:
             lam = "" if row.lam is None else f"{row.lam:g}"
             delta = 100 * (row.teacher_visible_acc - raw.teacher_visible_acc)
@@ -64,8 +62,15 @@ def main() -> None:
     parser.add_argument("--student-epochs", type=float, default=d.student_epochs)
     parser.add_argument("--lams", type=float, nargs="+", default=list(d.lams))
     parser.add_argument("--min-teacher-prob", type=float, default=d.min_teacher_prob)
+    parser.add_argument(
+        "--central", action="store_true", help="Central finite difference (Savani et al. Alg. 1)."
+    )
     parser.add_argument("--summary-sentences", type=int, default=d.summary_sentences)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-answer-key", action="store_true", help="Skip that baseline student.")
+    parser.add_argument(
+        "--teacher-cache", default=None, help="Teacher weights file per seed: {seed} is replaced."
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="Also write results here.")
     args = parser.parse_args()
 
@@ -79,9 +84,12 @@ def main() -> None:
             student_epochs=args.student_epochs,
             lams=tuple(args.lams),
             min_teacher_prob=args.min_teacher_prob,
+            central=args.central,
             summary_sentences=args.summary_sentences,
             seed=seed,
             threads=args.threads,
+            answer_key=not args.no_answer_key,
+            teacher_cache=args.teacher_cache.format(seed=seed) if args.teacher_cache else None,
         )
         r = run_countermeasure_experiment(
             cfg, log=lambda m, s=seed: print(f"[seed {s}] {m}", flush=True)

@@ -72,6 +72,12 @@ def test_finite_difference_matches_the_gradient_inner_product():
         grad_x = torch.autograd.grad(torch.log_softmax(proxy(ctx)[0, -1], -1)[x], params)
         exact.append(sum(float((a * b).sum()) for a, b in zip(grad_l, grad_x, strict=True)))
     np.testing.assert_allclose(gain, exact, rtol=1e-3, atol=1e-6)
+    # the central difference (Savani et al.'s Algorithm 1) agrees, more tightly
+    lower = perturbed_proxy(proxy, downstream_loss, 1e-3, sign=-1)
+    upper = perturbed_proxy(proxy, downstream_loss, 1e-3)
+    with torch.no_grad():
+        central = distillation_gain(lower(ctx)[:, -1], upper(ctx)[:, -1], 1e-3, central=True)
+    np.testing.assert_allclose(central[0].numpy(), exact, rtol=1e-5, atol=1e-8)
     # and it predicts the actual loss change after one small SGD step on token x
     x = int(np.argmax(gain))
     eta = 1e-3
@@ -92,9 +98,10 @@ def test_hook_shifts_mass_towards_tokens_that_hurt_the_proxy():
     def loss(model):
         return torch.nn.functional.cross_entropy(model(ids)[:, -1], target)
 
-    moved = perturbed_proxy(proxy, loss, 1e-3)
+    lower = perturbed_proxy(proxy, loss, 1e-3, sign=-1)
+    upper = perturbed_proxy(proxy, loss, 1e-3)
     hook = AntidistillationHook(
-        next_logits_fn(proxy), next_logits_fn(moved), AntidistillationConfig(lam=0.5, eps=1e-3)
+        next_logits_fn(lower), next_logits_fn(upper), AntidistillationConfig(lam=0.5, eps=1e-3)
     )
     with torch.no_grad():
         t_logits = teacher(ids)[:, -1]

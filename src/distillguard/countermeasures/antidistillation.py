@@ -18,7 +18,13 @@ grad l, so a finite difference gives it for *every* token with two forward passe
 
     Delta(x)  ≈  [ log p_P(x | x<t; theta + eps * grad l(theta)) - log p_P(x | x<t; theta) ] / eps.
 
-The perturbed proxy (theta + eps * grad l) is built once (`perturbed_proxy`), not per token.
+Savani et al.'s Algorithm 1 uses the central difference, more accurate at the same eps:
+
+    Delta(x)  ≈  [ log p_P(x; theta + eps * grad l) - log p_P(x; theta - eps * grad l) ] / (2 eps)
+
+(`central=True`, the default: the hook's two proxies are theta - eps g and theta + eps g);
+`central=False` is the one-sided form above (proxies theta and theta + eps g). The perturbed
+proxies are built once (`perturbed_proxy`, `sign=-1` for the lower one), not per token.
 lam = 0 is ordinary sampling from the teacher at temperature tau; larger lam poisons the traces
 more and costs more teacher likelihood (the paper's trade-off curve). `min_teacher_prob`
 (our addition, off by default) restricts the choice to tokens the teacher itself finds
@@ -44,12 +50,14 @@ from distillguard.errors import UserError
 @dataclass(frozen=True)
 class AntidistillationConfig:
     """lam: poisoning weight; eps: the finite-difference step used to build the perturbed proxy;
-    tau: teacher temperature; min_teacher_prob: plausibility floor relative to the top token."""
+    tau: teacher temperature; min_teacher_prob: plausibility floor relative to the top token;
+    central: central difference (Savani et al.'s Algorithm 1) or one-sided."""
 
     lam: float = 1.0
     eps: float = 1e-4
     tau: float = 1.0
     min_teacher_prob: float = 0.0
+    central: bool = True
 
     def __post_init__(self) -> None:
         if self.eps <= 0 or self.tau <= 0:
@@ -70,19 +78,26 @@ def _log_softmax(x: Any) -> Any:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def distillation_gain(proxy_logits: Any, perturbed_logits: Any, eps: float) -> Any:
+def distillation_gain(
+    lower_logits: Any, upper_logits: Any, eps: float, central: bool = False
+) -> Any:
     """Delta(x) for every token: the first-order rise of the proxy's downstream loss if it were
-    trained on x, from the proxy's logits at theta and at theta + eps * grad l."""
-    return (_log_softmax(perturbed_logits) - _log_softmax(proxy_logits)) / eps
+    trained on x. `upper_logits`: the proxy at theta + eps * grad l; `lower_logits`: at theta
+    (one-sided) or at theta - eps * grad l (`central=True`, divided by 2 eps)."""
+    step = 2.0 * eps if central else eps
+    return (_log_softmax(upper_logits) - _log_softmax(lower_logits)) / step
 
 
 def adjusted_logits(
-    teacher_logits: Any, proxy_logits: Any, perturbed_logits: Any, config: AntidistillationConfig
+    teacher_logits: Any, lower_logits: Any, upper_logits: Any, config: AntidistillationConfig
 ) -> Any:
-    """Logits of the antidistillation distribution (B, V); softmax and sample from them."""
+    """Logits of the antidistillation distribution (B, V); softmax and sample from them.
+
+    `lower_logits`/`upper_logits`: the proxy at theta -/+ eps * grad l (central) or at theta
+    and theta + eps * grad l (`config.central=False`)."""
     log_pt = _log_softmax(teacher_logits)
     out = log_pt / config.tau + config.lam * distillation_gain(
-        proxy_logits, perturbed_logits, config.eps
+        lower_logits, upper_logits, config.eps, config.central
     )
     if config.min_teacher_prob <= 0:
         return out
@@ -97,29 +112,34 @@ def adjusted_logits(
 class AntidistillationHook:
     """Logits processor: teacher logits -> antidistillation logits, given the proxy's two views.
 
-    `proxy(input_ids)` and `perturbed(input_ids)` return next-token logits (B, V) of the proxy
-    student at theta and at theta + eps * grad l (see `perturbed_proxy` and `next_logits_fn`).
+    `lower(input_ids)` and `upper(input_ids)` return next-token logits (B, V) of the proxy
+    student at theta - eps * grad l and theta + eps * grad l (central, the default), or at theta
+    and theta + eps * grad l (`config.central=False`); see `perturbed_proxy`, `next_logits_fn`.
     """
 
     def __init__(
         self,
-        proxy: Callable[[Any], Any],
-        perturbed: Callable[[Any], Any],
+        lower: Callable[[Any], Any],
+        upper: Callable[[Any], Any],
         config: AntidistillationConfig | None = None,
     ) -> None:
-        self.proxy, self.perturbed = proxy, perturbed
+        self.lower, self.upper = lower, upper
         self.config = config or AntidistillationConfig()
 
     def __call__(self, input_ids: Any, teacher_logits: Any) -> Any:
         return adjusted_logits(
-            teacher_logits, self.proxy(input_ids), self.perturbed(input_ids), self.config
+            teacher_logits, self.lower(input_ids), self.upper(input_ids), self.config
         )
 
 
 def perturbed_proxy(
-    proxy: Any, downstream_loss: Callable[[Any], Any], eps: float, normalise: bool = False
+    proxy: Any,
+    downstream_loss: Callable[[Any], Any],
+    eps: float,
+    normalise: bool = False,
+    sign: float = 1.0,
 ) -> Any:
-    """A copy of the torch module `proxy` with parameters theta + eps * grad l(theta).
+    """A copy of the torch module `proxy` with parameters theta + sign * eps * grad l(theta).
 
     `downstream_loss(model)` returns the scalar loss l whose rise we want (e.g. the model's
     cross-entropy on held-out correct solutions). `normalise=True` steps along the unit vector
@@ -142,7 +162,7 @@ def perturbed_proxy(
         moved_params = [p for p in moved.parameters() if p.requires_grad]
         for p, g in zip(moved_params, grads, strict=True):
             if g is not None:
-                p.add_(g, alpha=eps)
+                p.add_(g, alpha=sign * eps)
     moved.eval()
     return moved
 

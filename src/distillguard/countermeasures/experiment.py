@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -140,10 +141,14 @@ class CMExperimentConfig:
     lams: tuple[float, ...] = (1.0, 3.0)
     eps: float = 1e-2  # normalised finite-difference step
     min_teacher_prob: float = 0.0
+    central: bool = False  # one-sided difference (proxy at theta and theta + eps g), as measured
     lr: float = 3e-3
     seed: int = 0
     threads: int = 1
     batch: int = 500
+    teacher_cache: str | None = None  # load the teacher from here if present, else save it
+    batch_size: int = 64  # training batch
+    answer_key: bool = True  # also train the answer-key baseline student
 
 
 @dataclass
@@ -246,7 +251,7 @@ def _student_accuracy(
         [vocab.encode(t) for t in texts],
         vocab.pad_id,
         cfg.student_epochs,
-        batch_size=64,
+        batch_size=cfg.batch_size,
         lr=cfg.lr,
         seed=seed,
     )
@@ -296,16 +301,7 @@ def run_countermeasure_experiment(
         full_text(p, t, a)
         for p, t, a in zip(train_p.prompts(), train_p.traces(rng), train_p.answers(), strict=True)
     ]
-    teacher = _lm(vocab, cfg.teacher_d_model, cfg.teacher_layers)
-    train_lm(
-        teacher,
-        [vocab.encode(t) for t in texts],
-        vocab.pad_id,
-        cfg.teacher_epochs,
-        batch_size=64,
-        lr=cfg.lr,
-        seed=cfg.seed,
-    )
+    teacher = _teacher(cfg, vocab, texts)
     test = make_problems(cfg.test_examples, cfg.digits, rng)
     teacher_greedy = _accuracy(teacher, vocab, test, cfg)
     clock["teacher"] = time.perf_counter() - t0
@@ -317,12 +313,13 @@ def run_countermeasure_experiment(
     max_new = _max_new(cfg.digits)
     raw = generate(teacher, vocab, prompts, max_new, False, seed=cfg.seed + 1, batch=cfg.batch)
     rows: list[Row] = []
-    result = CMResult(asdict(cfg), teacher_greedy, 0.0, 0.0, rows, clock)
+    result = CMResult(asdict(cfg), teacher_greedy, 0.0, float("nan"), rows, clock)
 
     untrained = _lm(vocab, cfg.student_d_model, cfg.student_layers)
     result.untrained_acc = _accuracy(untrained, vocab, test, cfg)
     key_texts = [full_text(p, "", a) for p, a in zip(prompts, truth, strict=True)]
-    result.answer_key_acc = _student_accuracy(cfg, vocab, key_texts, test, cfg.seed + 7)
+    if cfg.answer_key:
+        result.answer_key_acc = _student_accuracy(cfg, vocab, key_texts, test, cfg.seed + 7)
     say(f"baselines: untrained {result.untrained_acc:.3f}, answer key {result.answer_key_acc:.3f}")
 
     # (a) raw and (b) summarised, both through the gate as served to the user
@@ -351,7 +348,7 @@ def run_countermeasure_experiment(
         [vocab.encode(x) for x in proxy_texts],
         vocab.pad_id,
         cfg.proxy_epochs,
-        batch_size=64,
+        batch_size=cfg.batch_size,
         lr=cfg.lr,
         seed=cfg.seed + 3,
     )
@@ -360,14 +357,18 @@ def run_countermeasure_experiment(
         full_text(p, tr, a)
         for p, tr, a in zip(held.prompts(), held.traces(rng), held.answers(), strict=True)
     ]
-    moved = perturbed_proxy(proxy, _downstream_loss(vocab, held_texts), cfg.eps, normalise=True)
+    loss = _downstream_loss(vocab, held_texts)
+    upper = perturbed_proxy(proxy, loss, cfg.eps, normalise=True)
+    lower = perturbed_proxy(proxy, loss, cfg.eps, normalise=True, sign=-1) if cfg.central else proxy
     clock["proxy"] = time.perf_counter() - t
     for lam in cfg.lams:
         t = time.perf_counter()
         hook = AntidistillationHook(
-            next_logits_fn(proxy),
-            next_logits_fn(moved),
-            AntidistillationConfig(lam=lam, eps=cfg.eps, min_teacher_prob=cfg.min_teacher_prob),
+            next_logits_fn(lower),
+            next_logits_fn(upper),
+            AntidistillationConfig(
+                lam=lam, eps=cfg.eps, min_teacher_prob=cfg.min_teacher_prob, central=cfg.central
+            ),
         )
         outs = generate(teacher, vocab, prompts, max_new, False, hook, cfg.seed + 1, cfg.batch)
         served = [(p, *split_output(o)) for p, o in zip(prompts, outs, strict=True)]
@@ -376,6 +377,27 @@ def run_countermeasure_experiment(
         say(f"antidistillation lam={lam}: {rows[-1]} ({clock[f'antidistillation {lam}']:.0f} s)")
     clock["total"] = time.perf_counter() - t0
     return result
+
+
+def _teacher(cfg: CMExperimentConfig, vocab: CharVocab, texts: Sequence[str]) -> TinyLM:
+    teacher = _lm(vocab, cfg.teacher_d_model, cfg.teacher_layers)
+    cache = Path(cfg.teacher_cache) if cfg.teacher_cache else None
+    if cache is not None and cache.exists():
+        teacher.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+        teacher.eval()
+        return teacher
+    train_lm(
+        teacher,
+        [vocab.encode(t) for t in texts],
+        vocab.pad_id,
+        cfg.teacher_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+    )
+    if cache is not None:
+        torch.save(teacher.state_dict(), cache)
+    return teacher
 
 
 def _row(
