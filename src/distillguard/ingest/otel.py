@@ -33,6 +33,7 @@ RAW_SCHEMA = pa.schema(
     [(f, pa.string()) for f in RAW_FIELDS]
     + [("_src_line", pa.int64()), ("_src_row", pa.int64()), ("_src_malformed", pa.bool_())]
 )
+_FIELDS_SCHEMA = pa.schema([(f, pa.string()) for f in RAW_FIELDS])
 # What an adapter stages for a line that is not a JSON object: no fields, flagged, so it
 # becomes one `malformed_json` reject at its line.
 MALFORMED: dict[str, str | None] = {"_src_malformed": "1"}
@@ -160,11 +161,11 @@ def records_to_table(
     records: list[dict[str, str | None]], lines: list[int], rows: list[int]
 ) -> pa.Table:
     """Column-wise string table (plus provenance) from adapter records."""
-    columns = {f: pa.array([r.get(f) for r in records], pa.string()) for f in RAW_FIELDS}
-    columns["_src_line"] = pa.array(lines, pa.int64())
-    columns["_src_row"] = pa.array(rows, pa.int64())
-    columns["_src_malformed"] = pa.array([r is MALFORMED for r in records], pa.bool_())
-    return pa.table(columns, schema=RAW_SCHEMA)
+    # from_pylist walks the dicts in C++ (about twice as fast as one list per field here).
+    table = pa.Table.from_pylist(records, schema=_FIELDS_SCHEMA)
+    malformed = pa.array([r is MALFORMED for r in records], pa.bool_())
+    provenance = [pa.array(lines, pa.int64()), pa.array(rows, pa.int64()), malformed]
+    return pa.Table.from_arrays(table.columns + provenance, schema=RAW_SCHEMA)
 
 
 def payload_records(
