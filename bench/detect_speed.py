@@ -1,11 +1,13 @@
 """End-to-end `detect` speed and memory, as a ratio to a bare DuckDB scan of the same events.
 
     .venv/bin/python bench/detect_speed.py --scale 0.1 [--seed 5] [--out bench/out/speed]
+    .venv/bin/python bench/detect_speed.py --scale 1.0 --sim DIR --memory-limit 8GB --evaluate
 
-Simulates seed-report at the given scale (once; reused if present), then runs `detect` in a
-child process (so its peak RSS is measured alone) and a bare DuckDB scan
-(`SELECT count(*), sum(length(prompt))`) of the same Parquet file in the same run. Prints a
-Markdown table of stage timings and writes bench/out/speed/<scale>.json.
+Simulates seed-report at the given scale (once; reused if present, or taken from `--sim`),
+then runs `detect` in a child process (so its peak RSS is measured alone) and a bare DuckDB
+scan (`SELECT count(*), sum(length(prompt))`) of the same Parquet file in the same run. Prints
+Markdown tables of stage timings and stage peak memory, with `--evaluate` also the quality
+against the simulator's truth, and writes bench/out/speed/<scale>.json.
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ def _bare_scan(events: Path) -> float:
     return time.perf_counter() - start
 
 
-def _detect(sim: Path, out: Path) -> tuple[float, float]:
+def _detect(sim: Path, out: Path, memory_limit: str) -> tuple[float, float]:
     cmd = [
         sys.executable, "-m", "distillguard", "detect",
         "--events", str(sim / "events.parquet"), "--accounts", str(sim / "accounts.parquet"),
         "--releases", str(sim / "releases.parquet"), "--ip-intel", str(sim / "ip_intel.csv"),
-        "--out", str(out), "--no-report",
+        "--out", str(out), "--no-report", "--memory-limit", memory_limit,
     ]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -54,19 +56,30 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--out", type=Path, default=Path("bench/out/speed"))
+    p.add_argument("--sim", type=Path, default=None, help="an existing simulation to detect")
+    p.add_argument("--memory-limit", default="4GB", help="detect's DuckDB memory limit")
+    p.add_argument("--evaluate", action="store_true", help="also score against the truth")
     a = p.parse_args()
-    sim = a.out / f"sim-{a.scale}"
-    _simulate(a.scale, a.seed, sim)
+    sim = a.sim or a.out / f"sim-{a.scale}"
+    if a.sim is None:
+        _simulate(a.scale, a.seed, sim)
     events = sim / "events.parquet"
     scan = _bare_scan(events)
-    secs, peak_gb = _detect(sim, a.out / f"detect-{a.scale}")
-    summary = json.loads((a.out / f"detect-{a.scale}" / "summary.json").read_text())
+    pred = a.out / f"detect-{a.scale}"
+    secs, peak_gb = _detect(sim, pred, a.memory_limit)
+    summary = json.loads((pred / "summary.json").read_text())
     n = summary["ingest"]["sections"]["events"]["accepted"]
     result = {
         "scale": a.scale, "events": n, "detect_s": round(secs, 1), "bare_scan_s": round(scan, 2),
         "ratio_to_scan": round(secs / scan, 1), "peak_rss_gb": round(peak_gb, 2),
         "events_per_s": round(n / secs), "stages_s": summary["timings_s"],
+        "stage_peak_rss_gb": summary.get("stage_peak_rss_gb", {}),
+        "memory_limit": a.memory_limit,
     }  # fmt: skip
+    if a.evaluate:
+        from distillguard.evaluate import evaluate
+
+        result["quality"] = _quality(evaluate(sim, pred))
     (a.out / f"{a.scale}.json").write_text(json.dumps(result, indent=2))
     print("| scale | events | detect (s) | bare scan (s) | ratio | peak RSS (GB) | events/s |")
     print("|---|---|---|---|---|---|---|")
@@ -75,10 +88,32 @@ def main() -> None:
         f"| {n / secs:,.0f} |"
     )
     print()
-    print("| stage | seconds |")
-    print("|---|---|")
+    print("| stage | seconds | peak RSS (GB) |")
+    print("|---|---|---|")
+    peaks = result["stage_peak_rss_gb"]
     for stage, s in summary["timings_s"].items():
-        print(f"| {stage} | {s} |")
+        print(f"| {stage} | {s} | {peaks.get(stage, '')} |")
+    if "quality" in result:
+        print()
+        print(json.dumps(result["quality"], indent=2))
+
+
+def _quality(m: dict) -> dict:
+    """The figures the issue's quality goals name."""
+    keep = ("precision", "recall", "f1", "false_positive_rate", "flagged")
+    campaigns = {
+        name: {
+            k: c[k]
+            for k in ("accounts", "recall", "best_match_share", "requests_relative_error",
+                      "capability_in_top3")
+        }
+        for name, c in m.get("campaigns", {}).items()
+    }  # fmt: skip
+    return {
+        **{k: m[k] for k in keep},
+        "worst_persona_fpr": max(m.get("fpr_by_persona", {"-": 0.0}).values()),
+        "campaigns": campaigns,
+    }
 
 
 if __name__ == "__main__":

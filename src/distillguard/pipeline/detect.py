@@ -10,7 +10,9 @@ enriches only the new days.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,16 +72,50 @@ class DetectConfig:
         )
 
 
+def _rss_gb() -> float:
+    """This process's resident memory now (Linux /proc; 0 where unavailable)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
+class _PeakSampler:
+    """Samples resident memory every `interval` s in a daemon thread; `peak` is the highest."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.peak = _rss_gb()
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, _rss_gb())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, _rss_gb())
+
+
 @dataclass
 class Timings:
-    """Wall-clock seconds per stage, in order."""
+    """Wall-clock seconds and peak resident memory (GB) per stage, in order."""
 
     stages: dict[str, float] = field(default_factory=dict)
+    peak_gb: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
-        yield
+        sampler = _PeakSampler()
+        try:
+            yield
+        finally:
+            self.peak_gb[name] = round(sampler.stop(), 2)
         self.stages[name] = round(time.perf_counter() - start, 3)
 
 
@@ -353,5 +389,6 @@ def _summary(
             "campaign_accounts": int(pc.sum(pc.is_valid(assigned["campaign_id"])).as_py() or 0),
         },
         "timings_s": t.stages,
+        "stage_peak_rss_gb": t.peak_gb,
         "engine": cfg.engine,
     }
