@@ -66,6 +66,10 @@ def train_command(
     from distillguard.scoring import supervised as sv
 
     runs, label_files = _split(run, "--run"), _split(labels, "--labels")
+    for path in runs:  # fail on missing input before any progress display
+        sv.require_run(path)
+    for path in label_files:
+        sv.labels_path(path)
     with _progress() as progress:
         progress.add_task("reading runs and labels", total=None)
         ts = sv.training_set(runs, label_files)
@@ -98,6 +102,7 @@ def rescore_command(
     """Score a detect run with a trained model; writes RUN/supervised.parquet."""
     from distillguard.scoring import supervised as sv
 
+    sv.require_run(run)
     bundle = sv.load_bundle(model)
     with _progress() as progress:
         progress.add_task("scoring accounts", total=None)

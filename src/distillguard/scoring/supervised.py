@@ -117,6 +117,19 @@ def _numeric(column: pa.ChunkedArray) -> np.ndarray | None:
     return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
 
 
+RUN_FILES = {
+    "fingerprints.parquet": "fingerprints",
+    "scores.parquet": "unsupervised scores",
+    "clusters.parquet": "cluster evidence",
+}
+
+
+def require_run(run_dir: Path) -> None:
+    """A detect run's work tables exist (checked before any progress display starts)."""
+    for name, what in RUN_FILES.items():
+        _require(Path(run_dir) / "work" / name, what)
+
+
 def run_features(run_dir: Path) -> tuple[pa.Array, dict[str, np.ndarray]]:
     """Account ids (sorted) and named feature columns of one detect run's `work/` tables."""
     work = Path(run_dir) / "work"
@@ -167,12 +180,15 @@ def feature_matrix(cols: dict[str, np.ndarray], features: list[str], where: Path
 # ---------------------------------------------------------------- labels
 
 
+def labels_path(path: Path) -> Path:
+    """The labels file itself: a simulator output directory means its labels.parquet."""
+    path = Path(path)
+    return _require(path / "labels.parquet" if path.is_dir() else path, "labels")
+
+
 def read_labels(path: Path) -> pa.Table:
     """`account_id` and a boolean `label` from Parquet or CSV (`label` or `campaign_id`)."""
-    path = Path(path)
-    if path.is_dir():  # a simulator output directory
-        path = path / "labels.parquet"
-    _require(path, "labels")
+    path = labels_path(path)
     try:
         if path.suffix.lower() == ".csv":
             table = pacsv.read_csv(
