@@ -132,7 +132,10 @@ def replay(scenario: str, seed: int, scale: float, checkpoints: list[float]) -> 
         if not new.num_rows:
             continue
         run = RunDir(det)
-        known = KnownState.from_run(run, policy, exclude=new["account_id"].combine_chunks())
+        before = accounts.filter(pc.less(created, at))  # the provider's own sign-up records
+        known = KnownState.from_run(
+            run, policy, exclude=new["account_id"].combine_chunks(), signups=before
+        )
         decisions = check_signups(new, known, policy, run_ip_intel(run))
         detected = _detected_campaigns(det, labels)
         judged.append(
@@ -232,7 +235,7 @@ def _benign_stress(det: Path, accounts: pa.Table, labels: pa.Table, policy: Sign
     for side in (True, False):
         held = ids.filter(pc.equal(fold, side))
         new = accounts.filter(pc.is_in(accounts["account_id"], value_set=held))
-        known = KnownState.from_run(run, policy, exclude=held)
+        known = KnownState.from_run(run, policy, exclude=held, signups=accounts)
         d = check_signups(new, known, policy, run_ip_intel(run))
         for a, dec in zip(d["account_id"].to_pylist(), d["decision"].to_pylist(), strict=True):
             p = per_persona[persona[a]]
@@ -255,7 +258,7 @@ def _attacker_stress(det: Path, accounts: pa.Table, labels: pa.Table, policy: Si
     for side in (True, False):
         held = ids.filter(pc.equal(fold, side))
         new = accounts.filter(pc.is_in(accounts["account_id"], value_set=held))
-        known = KnownState.from_run(run, policy, exclude=held)
+        known = KnownState.from_run(run, policy, exclude=held, signups=accounts)
         d = check_signups(new, known, policy, run_ip_intel(run))
         for a, dec in zip(d["account_id"].to_pylist(), d["decision"].to_pylist(), strict=True):
             per[campaign[a]]["accounts"] += 1

@@ -41,7 +41,7 @@ def history_row(account: str, **kw: Any) -> dict[str, Any]:
         "payment_fingerprint": kw.get("payment"),
         "device_fingerprint": kw.get("device"),
         "email_domain": kw.get("domain"),
-        "name_pattern": None,
+        "name_pattern": kw.get("pattern"),
     }
 
 

@@ -58,6 +58,33 @@ def test_signup_check_decides_and_writes_rejects(
     assert "require_verification" in stdout
 
 
+def test_history_links_new_names_to_flagged_series(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(run_dir / "accounts.parquet", columns=["account_id", "campaign_id"])
+    hydra = [a for a, c in zip(*ids.to_pydict().values(), strict=True) if c][:5]
+    earlier = [{"account_id": a, "email": f"gradeset{100 + i * 13}@mailinator.com"}
+               for i, a in enumerate(hydra)]  # fmt: skip
+    hist = _write_jsonl(tmp_path / "earlier.jsonl", earlier)
+    new = _write_jsonl(
+        tmp_path / "new.jsonl",
+        [{"account_id": "late", "email": "gradeset777@gmail.com", "signup_ip": "100.64.3.9"}],
+    )
+    out = tmp_path / "d.json"
+    base = ["signup-check", "--accounts", str(new), "--run", str(run_dir), "--out", str(out)]
+    assert run_cli(base, monkeypatch, capsys)[0] == 0
+    [without] = json.loads(out.read_text())["decisions"]
+    assert run_cli([*base, "--history", str(hist)], monkeypatch, capsys)[0] == 0
+    [with_history] = json.loads(out.read_text())["decisions"]
+    assert "pattern" not in without["evidence"]
+    assert "pattern" in with_history["evidence"]
+    assert with_history["decision"] == "require_verification"
+    assert "gradeset" not in out.read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from distillguard.signup.decide import check_signups
-from distillguard.signup.features import lookalike_of
+from distillguard.signup.features import email_columns, lookalike_of
 from distillguard.signup.known import KnownState
 from distillguard.signup.policy import SignupPolicy
 
@@ -115,6 +115,27 @@ def test_templated_email_names_in_a_series() -> None:
     assert "naming" not in by_id["s0"]["evidence"]  # causal: nothing before the first one
     for person in ("p3", "q3"):
         assert "naming" not in by_id[person]["evidence"]
+
+
+def _pattern_of(email: str) -> str:
+    _, pattern = email_columns(pa.array([email]), pa.nulls(1, pa.string()))
+    return pattern[0].as_py()
+
+
+def test_name_pattern_of_flagged_accounts() -> None:
+    series = _pattern_of("devbuild48213@mailbox.test")
+    assert series == _pattern_of("DevBuild-771@other.test")  # stem, not digits or domain
+    assert _pattern_of("james.smith@example.com") is None  # people's names carry no pattern
+    hist = [history_row(a, pattern=series) for a in CAMPAIGN]
+    # a pattern one flagged account shares with many ordinary users says nothing
+    hist += [history_row("odd", pattern=_pattern_of("teamlead123@x.test"))]
+    hist += [history_row(f"u{i}", pattern=_pattern_of("teamlead456@x.test")) for i in range(4)]
+    known = known_state({**CAMPAIGN, "odd": "C9"}, hist)
+    [d] = judge(known, {"account_id": "n", "email": "devbuild90001@gmail.com", "tier": "edu"})
+    assert "pattern" in d["evidence"] and d["decision"] == "require_verification"
+    assert any("pattern of 4 flagged accounts of C1" in r for r in d["reasons"])
+    assert "pattern" not in evidence_of(known, email="teamlead999@x.test")
+    assert "pattern" not in evidence_of(known, email="dev.build@gmail.com")
 
 
 def test_disposable_domain() -> None:

@@ -71,7 +71,8 @@ def test_no_email_in_detect_report_exports_or_signup_check(
         ["export", "actions", "--run", str(det)],
         ["signup-check", "--accounts", str(sim / "accounts.parquet"), "--run", str(det)],
         ["signup-check", "--accounts", str(sim / "accounts.parquet"), "--run", str(det),
-         "--out", str(root / "checked" / "decisions.csv")],
+         "--out", str(root / "checked" / "decisions.csv"),
+         "--history", str(sim / "accounts.parquet")],
         ["signup-check", "--accounts", str(sim / "accounts.parquet"), "--run", str(det),
          "--out", str(root / "checked" / "decisions.parquet")],
     ]  # fmt: skip

@@ -43,7 +43,11 @@ def write_decisions(table: pa.Table, path: Path) -> None:
 
 
 def run_signup_check(
-    accounts: list[Path], run: Path, out: Path, policy: Path | None = None
+    accounts: list[Path],
+    run: Path,
+    out: Path,
+    policy: Path | None = None,
+    history: list[Path] | None = None,
 ) -> tuple[pa.Table, int]:
     """Read, validate and judge new sign-ups; writes `out` and `<out>.rejects.jsonl`."""
     from distillguard.ingest.pipeline import read_section
@@ -59,7 +63,11 @@ def run_signup_check(
     rejects = out.with_name(out.name + ".rejects.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     new, counts = read_section("accounts", accounts, rejects_path=rejects)
-    known = KnownState.from_run(rundir, pol, exclude=new["account_id"].combine_chunks())
+    earlier = read_section("accounts", history)[0] if history else None
+    known = KnownState.from_run(
+        rundir, pol, exclude=new["account_id"].combine_chunks(), signups=earlier
+    )
+    del earlier
     decisions = check_signups(new, known, pol, run_ip_intel(rundir))
     del new  # the e-mail addresses go no further than this function
     write_decisions(decisions, out)
@@ -80,11 +88,17 @@ def signup_check(
     policy: Path = typer.Option(
         None, "--policy", help="Policy file with a [signup] section (default: shipped policy)."
     ),
+    history: list[Path] = typer.Option(
+        None,
+        "--history",
+        help="Earlier sign-ups with e-mail (e.g. the accounts given to "
+        "detect): links new names to the name series of flagged accounts; read in memory only.",
+    ),
 ) -> None:
     """Judge new accounts at sign-up: allow, require verification (which check) or deny."""
     target = out or run / "signup-decisions.jsonl"
     with err_console.status("checking sign-ups"):
-        decisions, rejected = run_signup_check(accounts, run, target, policy)
+        decisions, rejected = run_signup_check(accounts, run, target, policy, history)
     _summary(decisions, rejected, target)
 
 

@@ -35,6 +35,7 @@ CAMPAIGN_COLUMNS = (
     "subnet_campaign",
     "pool_campaign",
     "domain_campaign",
+    "pattern_campaign",
 )
 
 
@@ -79,6 +80,10 @@ def reason_columns(t: pa.Table, p: SignupPolicy) -> dict[str, pa.Array]:
         "domain": _join(
             "e-mail domain ", _s(t["email_domain"]), " is used by ", _s(t["domain_n"]),
             " flagged accounts of ", _s(t["domain_campaign"]),
+        ),
+        "pattern": _join(
+            "templated e-mail name follows the pattern of ", _s(t["pattern_n"]),
+            " flagged accounts of ", _s(t["pattern_campaign"]),
         ),
         "lookalike": _join(
             "look-alike e-mail domain ", _s(t["email_domain"]), " (imitates ",

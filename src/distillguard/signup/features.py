@@ -141,7 +141,7 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
     try:
         con.register("new_raw", prepared)
         con.execute("CREATE TEMP TABLE new AS SELECT row_number() OVER () - 1 AS i, * FROM new_raw")
-        for name in ("payment", "device", "domain", "ip", "subnet", "pool"):
+        for name in ("payment", "device", "domain", "ip", "subnet", "pool", "pattern"):
             con.register(f"k_{name}", getattr(known, name))
         # everything signed up before, plus this batch itself (causal: only earlier or same time)
         con.register("hist", known.history)
@@ -178,6 +178,7 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
                    ks.campaign_id AS subnet_campaign, ks.share AS subnet_share,
                    ko.campaign_id AS pool_campaign, ko.share AS pool_share,
                    km.campaign_id AS domain_campaign, km.n_flagged AS domain_n,
+                   kt.campaign_id AS pattern_campaign, kt.n_flagged AS pattern_n,
                    greatest(coalesce(bs.k, 0), coalesce(bp.k, 0)) AS burst_k,
                    CASE WHEN coalesce(bp.k, 0) > coalesce(bs.k, 0) THEN n.asn ELSE n.subnet END
                      AS burst_key,
@@ -189,6 +190,7 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
             LEFT JOIN k_subnet ks ON ks.key = n.subnet
             LEFT JOIN k_pool ko ON ko.key = n.asn AND n.ip_kind IN ({pools})
             LEFT JOIN k_domain km ON km.key = n.email_domain
+            LEFT JOIN k_pattern kt ON kt.key = n.name_pattern
             LEFT JOIN burst_subnet bs ON bs.i = n.i
             LEFT JOIN burst_pool bp ON bp.i = n.i
             LEFT JOIN naming nm ON nm.i = n.i
@@ -212,6 +214,7 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
             pc.and_(pc.is_null(table["ip_campaign"]), pc.is_null(table["subnet_campaign"])),
         ),
         "domain": pc.is_valid(table["domain_campaign"]),
+        "pattern": pc.is_valid(table["pattern_campaign"]),
         "lookalike": pc.is_valid(lookalike),
         "disposable": disposable,
         "naming": pc.greater_equal(table["naming_k"], policy.naming_min_signups),

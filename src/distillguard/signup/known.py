@@ -64,6 +64,7 @@ class KnownState:
     ip: pa.Table
     subnet: pa.Table
     pool: pa.Table
+    pattern: pa.Table  # keyed hashes of machine-made e-mail names of flagged accounts
     history: pa.Table  # HISTORY_SCHEMA: earlier sign-ups (for bursts and naming patterns)
     flagged_accounts: int = 0
     campaigns: int = 0
@@ -93,14 +94,25 @@ class KnownState:
 
     @classmethod
     def from_run(
-        cls, run: RunDir, policy: SignupPolicy, exclude: pa.Array | None = None
+        cls,
+        run: RunDir,
+        policy: SignupPolicy,
+        exclude: pa.Array | None = None,
+        signups: pa.Table | None = None,
     ) -> KnownState:
-        """From a detect run: verdicts, ingested sign-up records and enriched traffic."""
+        """From a detect run: verdicts, ingested sign-up records and enriched traffic.
+
+        `signups`: earlier sign-up records with their e-mail (e.g. the accounts file given to
+        detect; the run itself never stores addresses): their name patterns are added to the
+        history in memory, so a new name can meet the series flagged accounts signed up with.
+        """
         verdicts = run.sql(
             f"SELECT account_id, campaign_id, coalesce(flagged, false) AS flagged "
             f"FROM {run_verdict_view(run)}"
         )
         history = history_from_run(run)
+        if signups is not None and signups.num_rows:
+            history = with_name_patterns(history, signups)
         traffic = None
         if run.has("enriched", "account_id", "client_ip", "subnet", "asn", "ip_kind"):
             traffic = run.sql(
@@ -169,6 +181,17 @@ class KnownState:
             HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
             """
         ).to_arrow_table()
+        # a series of machine-made names (devbuild<digits>) that flagged accounts signed up with
+        pattern = con.sql(
+            f"""
+            SELECT h.name_pattern AS key, mode(b.campaign_id) AS campaign_id,
+                   count(b.account_id) AS n_flagged, count(*) AS n,
+                   count(b.account_id) / count(*) AS share
+            FROM history h LEFT JOIN bad b USING (account_id)
+            WHERE h.name_pattern IS NOT NULL GROUP BY 1
+            HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
+            """
+        ).to_arrow_table()
         flagged, campaigns = con.execute(
             "SELECT count(*), count(DISTINCT campaign_id) FROM bad"
         ).fetchall()[0]
@@ -179,10 +202,25 @@ class KnownState:
             ip=shared("client_ip", "true", p.ip_campaign_share),
             subnet=shared("subnet", "true", p.ip_campaign_share, 2),
             pool=shared("asn", f"t.ip_kind IN ({pools})", p.pool_campaign_share, 2),
+            pattern=pattern,
             history=history,
             flagged_accounts=int(flagged),
             campaigns=int(campaigns),
         )
+
+
+def with_name_patterns(history: pa.Table, signups: pa.Table) -> pa.Table:
+    """`history` with `name_pattern` filled from the e-mail of the same account in `signups`."""
+    from distillguard.signup.features import email_columns
+
+    emails = signups["email"].combine_chunks() if "email" in signups.column_names else None
+    if emails is None:
+        return history
+    _, patterns = email_columns(emails, pa.nulls(len(emails), pa.string()))
+    idx = pc.index_in(history["account_id"], value_set=signups["account_id"].combine_chunks())
+    filled = pc.coalesce(history["name_pattern"].combine_chunks(), patterns.take(idx))
+    i = history.schema.get_field_index("name_pattern")
+    return history.set_column(i, "name_pattern", filled)
 
 
 def _without(table: pa.Table, accounts: pa.Array) -> pa.Table:
