@@ -259,8 +259,14 @@ class TrainingSet:
     runs: list[str]
 
 
-def training_set(runs: list[Path], labels: list[Path]) -> TrainingSet:
-    """Rows of every labelled account of every run; one labels file per run, or one for all."""
+def training_set(
+    runs: list[Path], labels: list[Path], exclude: tuple[str, ...] = ()
+) -> TrainingSet:
+    """Rows of every labelled account of every run; one labels file per run, or one for all.
+
+    `exclude`: feature-name prefixes to leave out (e.g. ("unsup_", "cluster_") for the
+    account's own fingerprint only).
+    """
     if not runs:
         raise UserError("give at least one --run")
     if len(labels) not in (1, len(runs)):
@@ -269,7 +275,7 @@ def training_set(runs: list[Path], labels: list[Path]) -> TrainingSet:
     parts, features = [], None
     for i, (run, source) in enumerate(pairs):
         ids, cols = run_features(Path(run))
-        names = sorted(c for c in cols if c != GROUP_KEY)
+        names = sorted(c for c in cols if c != GROUP_KEY and not c.startswith(exclude))
         features = names if features is None else features
         if names != features:
             raise UserError(f"run {run} has different feature columns from {runs[0]}")
