@@ -101,6 +101,9 @@ def test_cross_validation_holds_out_whole_clusters(runs):
     assert cv["folds"] == 2 and cv["grouped_by"] == "clusters"
     assert 0.5 < cv["auc"] <= 1.0
     assert cv["accounts"] == len(ts.y) and cv["positives"] == int(ts.y.sum())
+    own = sv.training_set([detect], [sim / "labels.parquet"], exclude=("unsup_", "cluster_"))
+    assert own.features and not [f for f in own.features if f.startswith(("unsup_", "cluster_"))]
+    assert set(own.features) < set(ts.features) and own.x.shape == (len(ts.y), len(own.features))
 
 
 def test_boolean_label_csv_matches_campaign_labels(runs, tmp_path):
