@@ -14,6 +14,7 @@ from distillguard.errors import UserError
 from distillguard.pipeline import incremental
 from distillguard.pipeline.detect import DetectConfig, run_detect
 from distillguard.simulate import simulate
+from tests.cli_runner import run_cli
 from tests.engines.outputs import assert_same_detection
 
 MS_PER_DAY = 86_400_000
@@ -121,3 +122,14 @@ def test_since_must_be_a_date():
     with pytest.raises(UserError, match="date"):
         incremental.parse_since("yesterday")
     assert incremental.parse_since("1970-01-02") == MS_PER_DAY
+
+
+def test_cli_since_without_state_exits_2_in_one_line(tmp_path, monkeypatch, capsys):
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    out = tmp_path / "o"
+    args = ["detect", "--events", str(events), "--out", str(out), "--since", "2026-01-02"]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code == 2
+    assert "--state" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
