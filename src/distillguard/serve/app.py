@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -75,6 +75,31 @@ def _decode_events(body: bytes) -> Any:
     return payload.get("events")
 
 
+class CountRequests:
+    """Counts responses by route and status (`distillguard_http_requests_total`). Plain ASGI:
+    Starlette's `BaseHTTPMiddleware` costs a task group and a stream per request."""
+
+    def __init__(self, app: Any, metrics: Any) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = "500"
+
+        async def send_counted(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.inc("distillguard_http_requests_total", route=path, status=status)
+
+
 def create_app(cfg: ServeConfig, service: Service | None = None) -> FastAPI:
     """The FastAPI app; the service's workers start and stop with the app's lifespan."""
     svc = service or Service(cfg)
@@ -98,15 +123,7 @@ def create_app(cfg: ServeConfig, service: Service | None = None) -> FastAPI:
     async def _http_error(_: Request, exc: HttpError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, exc.status, headers=exc.headers)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        svc.metrics.inc(
-            "distillguard_http_requests_total", route=path, status=str(response.status_code)
-        )
-        return response
+    app.add_middleware(CountRequests, metrics=svc.metrics)
 
     @app.post("/v1/events", dependencies=[write])
     async def post_events(request: Request) -> Response:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from distillguard.errors import UserError
 
@@ -38,6 +43,45 @@ class ServeConfig:
     def state_path(self) -> Path:
         path = Path(self.get("state", "path"))
         return path if path.is_absolute() else self.base_dir / path
+
+
+def _release_ms(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return int(stamp.timestamp() * 1000)
+    if isinstance(value, str):
+        try:
+            stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            stamp = None
+        if stamp is not None and stamp.tzinfo is not None:
+            return int(stamp.timestamp() * 1000)
+    raise UserError(f"{where}: released_at must be RFC 3339 with an offset or epoch ms")
+
+
+def release_times(cfg: ServeConfig) -> dict[str, int]:
+    """model -> release time (epoch ms) from `[releases]` entries and file; the earliest wins."""
+    out: dict[str, int] = {}
+    for i, entry in enumerate(cfg.get("releases", "models")):
+        where = f"config [releases].models #{i + 1}"
+        if not isinstance(entry, dict) or "model" not in entry or "released_at" not in entry:
+            raise UserError(f"{where}: needs model and released_at")
+        ms = _release_ms(entry["released_at"], where)
+        out[str(entry["model"])] = min(ms, out.get(str(entry["model"]), ms))
+    name = cfg.get("releases", "file")
+    if name:
+        path = Path(name) if Path(name).is_absolute() else cfg.base_dir / name
+        try:
+            t = pq.read_table(path, columns=["model", "released_at"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise UserError(f"config [releases].file {path}: {exc}") from None
+        released = pc.cast(pc.cast(t["released_at"], pa.timestamp("ms", "UTC")), pa.int64())
+        for model, ms in zip(t["model"].to_pylist(), released.to_pylist(), strict=True):
+            if model is not None and ms is not None:
+                out[model] = min(ms, out.get(model, ms))
+    return out
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:

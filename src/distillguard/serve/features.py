@@ -196,8 +196,9 @@ def _counts(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
-def event_deltas(rows: pa.Table) -> tuple[Deltas, Deltas]:
-    """(bucket counter deltas per account and hour, ip/subnet key deltas)."""
+def event_deltas(rows: pa.Table, models: bool = False) -> tuple[Deltas, Deltas]:
+    """(bucket counter deltas per account and hour, ip/subnet key deltas); with `models`, also
+    the models each account used per hour (first use of a released model: adoption lag)."""
     n = rows.num_rows
     kind = rows["ip_kind"]
     hb = np.asarray(rows["hb"], dtype=np.int64)
@@ -216,12 +217,27 @@ def event_deltas(rows: pa.Table) -> tuple[Deltas, Deltas]:
     everywhere = np.ones(n, dtype=bool)
     home = _per_value(kind, lambda k: k not in NOT_HOME_KINDS)
     ip, subnet = rows["client_ip"], rows["subnet"]
-    keys = _key_counts(
-        rows["account_id"],
-        [("ip", ip, everywhere), ("home_ip", ip, home), ("subnet", subnet, everywhere)],
-        hb,
-    )
+    kinds = [("ip", ip, everywhere), ("home_ip", ip, home), ("subnet", subnet, everywhere)]
+    if models:
+        kinds.append(("model", rows["model"], everywhere))
+    keys = _key_counts(rows["account_id"], kinds, hb)
     return buckets, keys
+
+
+def adoption_lag_h(w: Windows, released_ms: dict[str, int]) -> list[float]:
+    """Per account: hours from a model's release to the account's first use of it (hour
+    resolution, the smallest over the released models it used; NaN when none). As in
+    `fingerprints.account.adoption`; a first use older than the window reads as later, so the
+    lag can only come out longer than the batch model's (never a false fast adoption)."""
+    out = []
+    for firsts in w.first_use_hb:  # per account: the few models it used
+        lags = [
+            max(0.0, (hb * MS_PER_HOUR - released_ms[m]) / MS_PER_HOUR)
+            for m, hb in firsts.items()
+            if m in released_ms and (hb + 1) * MS_PER_HOUR > released_ms[m]
+        ]
+        out.append(min(lags) if lags else float("nan"))
+    return out
 
 
 def signal_deltas(rows: pa.Table, signals: pa.Table) -> tuple[Deltas, Deltas]:
@@ -313,9 +329,9 @@ def indicator_columns(w: Windows) -> Columns:
         "templates": np.asarray(w.distinct_long["tpl"], dtype=float),
         "followup_share": long["followups"] / req,
         "hour_entropy": _entropy_bits(np.asarray(w.hour_counts, dtype=float).reshape(n, 24)),
-        # Sign-up data and model releases are not sent to the service: these stay unknown.
+        # Sign-up data is not part of the windows: these stay unknown.
         "age_days": nan,
         "disposable": nan,
-        "adopt_lag_h": nan,
+        "adopt_lag_h": nan if w.adopt_lag_h is None else np.asarray(w.adopt_lag_h, dtype=float),
     }
     return Columns(n, values)

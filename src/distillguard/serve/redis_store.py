@@ -99,6 +99,9 @@ def windows_from_hashes(
                 seen_short[kind].add(key)
             if kind == "tpl":
                 tpl[key] += v
+            elif kind == "model":
+                first = w.first_use_hb[i].get(key)
+                w.first_use_hb[i][key] = hb if first is None else min(first, hb)
         for kind in w.distinct_long:
             w.distinct_long[kind][i] = len(seen_long[kind])
             w.distinct_short[kind][i] = len(seen_short[kind])

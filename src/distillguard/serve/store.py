@@ -50,7 +50,7 @@ SIGNAL_METRICS = (
     "thinking",
 )
 METRICS = EVENT_METRICS + SIGNAL_METRICS
-KEY_KINDS = ("ip", "home_ip", "subnet", "tpl")
+KEY_KINDS = ("ip", "home_ip", "subnet", "tpl", "model")  # "model": only with [releases]
 CHECKPOINT_EVERY_S = 1.0
 
 
@@ -107,6 +107,9 @@ class Windows:
     distinct_long: dict[str, list[int]]
     top_template: list[int]  # requests of the account's most used template (long window)
     hour_counts: list[list[int]]  # requests by hour of day (0..23), long window
+    # model -> first hour the account used it in the long window (kept when releases are set)
+    first_use_hb: list[dict[str, int]] = field(default_factory=list)
+    adopt_lag_h: list[float] | None = None  # set by the service from the release times
 
 
 def empty_windows(accounts: list[str]) -> Windows:
@@ -119,6 +122,7 @@ def empty_windows(accounts: list[str]) -> Windows:
         distinct_long={k: [0] * n for k in KEY_KINDS},
         top_template=[0] * n,
         hour_counts=[[0] * 24 for _ in range(n)],
+        first_use_hb=[{} for _ in range(n)],
     )
 
 
@@ -360,6 +364,13 @@ class SqliteStore(Store):
             f"WHERE kind = 'tpl' AND {where} GROUP BY account_id, key) GROUP BY account_id",
             args,
         ).fetchall()
+        firsts = con.execute(
+            "SELECT account_id, key, min(hb) FROM keys "
+            f"WHERE kind = 'model' AND {where} GROUP BY account_id, key",
+            args,
+        ).fetchall()
+        for account, model, hb in firsts:
+            out.first_use_hb[pos[account]][model] = hb
         for row in buckets:
             i = pos[row[0]]
             for j, m in enumerate(METRICS):
