@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ibis.backends.pyspark import Backend as PySparkBackend
 from ibis.formats.pyarrow import PyArrowData
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -238,6 +239,7 @@ class SparkEngine:
     ) -> None:
         self.session = _fresh_session(session or spark_session(master, shuffle_partitions))
         self.backend = ibis_backend(self.session)
+        self._cached: list[DataFrame] = []
 
     def enrich(
         self,
@@ -267,10 +269,17 @@ class SparkEngine:
         )
 
     def read(self, source: str, name: str) -> ir.Table:
-        return read_table(self.backend, source, name)
+        """The enriched table as an ibis table, kept in executor memory (spilling to disk):
+        every later stage scans it several times."""
+        df = self.session.read.parquet(source).persist(StorageLevel.MEMORY_AND_DISK)
+        self._cached.append(df)
+        df.createOrReplaceTempView(name)
+        return self.backend.table(name)
 
     def close(self) -> None:
-        """Leave the session running: under spark-submit or in tests it is shared."""
+        """Free this run's cached data; the session stays (spark-submit's or a test's)."""
+        for df in self._cached:
+            df.unpersist()
 
 
 __all__ = [
