@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fastapi.testclient import TestClient
 
 from distillguard.errors import UserError
+from distillguard.serve.app import create_app
 from distillguard.serve.config import release_times
 from tests.serve.conftest import READ, WRITE, make_config
 from tests.serve.traffic import CASUAL, MINUTE, T0, event
@@ -30,11 +34,26 @@ def _reasons(client, events: list[dict]) -> list[str]:
     return r.json()["decisions"][-1]["reasons"]
 
 
+RELEASES = {"models": [{"model": "atlas-4", "released_at": "2026-01-01T10:00:00Z"}]}
+
+
 def test_fast_adopter_gets_the_reason_and_a_late_one_does_not(client_factory):
+    _check_adoption(client_factory(releases=RELEASES))
+
+
+def test_adoption_lag_with_the_redis_backend(tmp_path, redis_url):
+    state = {
+        "backend": "redis",
+        "redis_url": redis_url,
+        "redis_prefix": f"r{uuid.uuid4().hex[:8]}:",
+    }
+    cfg = make_config(tmp_path, state=state, releases=RELEASES)
+    with TestClient(create_app(cfg)) as client:
+        _check_adoption(client)
+
+
+def _check_adoption(client) -> None:
     released = T0 + 10 * HOUR
-    client = client_factory(
-        releases={"models": [{"model": "atlas-4", "released_at": "2026-01-01T10:00:00Z"}]}
-    )
     fast = _reasons(client, _events("early", "atlas-4", released + 2 * HOUR))
     assert any(r.startswith(f"{REASON} 2 h after release") for r in fast), fast
     # 5 days after the release: past the indicator's 96 h ramp, so no reason.
