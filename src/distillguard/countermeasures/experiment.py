@@ -38,7 +38,7 @@ from distillguard.countermeasures.antidistillation import (
     perturbed_proxy,
 )
 from distillguard.countermeasures.gate import ServedResponse, Settings, apply
-from distillguard.countermeasures.reasoning import ExtractiveSummariser
+from distillguard.countermeasures.reasoning import WITHHELD_NOTE, ExtractiveSummariser
 from distillguard.provenance.tinylm import TinyLM, TinyLMConfig, pad_batch, train_lm
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
@@ -149,6 +149,7 @@ class CMExperimentConfig:
     teacher_cache: str | None = None  # load the teacher from here if present, else save it
     batch_size: int = 64  # training batch
     answer_key: bool = True  # also train the answer-key baseline student
+    withheld: bool = False  # also a student on answers whose reasoning was withheld
 
 
 @dataclass
@@ -322,16 +323,21 @@ def run_countermeasure_experiment(
         result.answer_key_acc = _student_accuracy(cfg, vocab, key_texts, test, cfg.seed + 7)
     say(f"baselines: untrained {result.untrained_acc:.3f}, answer key {result.answer_key_acc:.3f}")
 
-    # (a) raw and (b) summarised, both through the gate as served to the user
+    # (a) raw and (b) summarised (or withheld), all through the gate as served to the user
     summariser = ExtractiveSummariser(cfg.summary_sentences, max_chars=10_000, prefix="")
-    settings = Settings(summariser=summariser)
-    for measure, decision in (("raw", None), ("summarised", SUMMARY_DECISION)):
+    variants = [
+        ("raw", None, Settings()),
+        ("summarised", SUMMARY_DECISION, Settings(summariser=summariser)),
+    ]
+    if cfg.withheld:
+        variants.append(("withheld", SUMMARY_DECISION, Settings(withhold_reasoning=True)))
+    for measure, decision, settings in variants:
         t = time.perf_counter()
         served = []
         for p, out in zip(prompts, raw, strict=True):
             reasoning, answer = split_output(out)
             s = apply(decision, ServedResponse(answer, reasoning, prompt=p), settings)
-            served.append((p, s.reasoning or "", s.content))
+            served.append((p, _encodable(s.reasoning), s.content))
         rows.append(_row(cfg, vocab, measure, None, served, truth, test))
         clock[measure] = time.perf_counter() - t
         say(f"{measure}: {rows[-1]} ({clock[measure]:.0f} s)")
@@ -377,6 +383,12 @@ def run_countermeasure_experiment(
         say(f"antidistillation lam={lam}: {rows[-1]} ({clock[f'antidistillation {lam}']:.0f} s)")
     clock["total"] = time.perf_counter() - t0
     return result
+
+
+def _encodable(reasoning: str | None) -> str:
+    """The withheld note is a constant outside the task's alphabet: to a student it is the same
+    as no trace at all."""
+    return "" if not reasoning or reasoning == WITHHELD_NOTE else reasoning
 
 
 def _teacher(cfg: CMExperimentConfig, vocab: CharVocab, texts: Sequence[str]) -> TinyLM:
