@@ -1,6 +1,6 @@
 """Detection quality on held-out seeds, side by side with three naive baselines.
 
-    .venv/bin/python bench/quality.py [--seeds 101 102] [--scenarios seed-report evasive ...]
+    .venv/bin/python bench/quality.py [--seeds 401 402] [--scenarios seed-report evasive ...]
 
 Seeds used while tuning thresholds and weights: 1, 2, 3 (see docs/benchmarks.md). The default seeds
 here were never used for tuning. Prints a Markdown table and writes bench/out/quality.json.
@@ -21,7 +21,7 @@ from distillguard.pipeline.detect import DetectConfig, run_detect
 from distillguard.simulate import simulate
 
 OUT = Path(__file__).parent / "out" / "quality"
-HELD_OUT_SEEDS = (101, 102)
+HELD_OUT_SEEDS = (401, 402)  # 101-302 were each used to find and fix a failure
 
 
 def _sim(scenario: str, seed: int, scale: float | None) -> Path:
