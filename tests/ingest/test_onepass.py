@@ -47,6 +47,7 @@ def test_malformed_lines_are_rejected_with_their_line_and_the_rest_ingested(
     assert (counts.read, counts.accepted, counts.rejected, counts.duplicate) == (12, 6, 6, 0)
     assert counts.read == counts.accepted + counts.rejected + counts.duplicate
     assert counts.by_reason == {"malformed_json": 5, "missing_field": 1}
+    assert counts.by_field == {"malformed_json": 5, "missing_field:request_id": 1}
     assert sorted(table["request_id"].to_pylist()) == [f"req-{i}" for i in range(6)]
     got = [(r["file"], r["line"], r["row"], r["reason"], r["field"]) for r in _rejects(rejects)]
     assert got == [

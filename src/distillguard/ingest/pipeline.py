@@ -343,7 +343,7 @@ class _Run:
             f"SELECT w, count(*) FROM ({self._bad_sql()}) GROUP BY w ORDER BY 2 DESC, 1"
         ).fetchall():
             reason = why.split(":", 1)[0]
-            counts.by_field[why] = int(n)
+            counts.by_field[why.rstrip(":")] = int(n)  # malformed_json has no field
             counts.by_reason[reason] = counts.by_reason.get(reason, 0) + int(n)
         counts.rejected = sum(counts.by_reason.values())
 
