@@ -40,7 +40,8 @@ def _show_rejects(console: Console, path: Path, limit: int = SHOW_REJECTS) -> No
                 break
             r = json.loads(line)
             where = f"line {r['line']}" if r.get("line") is not None else f"row {r.get('row')}"
-            console.print(f"  {r['file']} {where}: {r['reason']} ({r['field']})")
+            field = f" ({r['field']})" if r.get("field") else ""
+            console.print(f"  {r['file']} {where}: {r['reason']}{field}")
 
 
 def _check_choice(value: str, choices: tuple[str, ...], option: str) -> str:

@@ -569,7 +569,8 @@ def _process_section(
     counts = SectionCounts(inputs=[{"path": s.display, "format": s.format} for s in sources])
     work.mkdir(parents=True, exist_ok=True)
     run = _Run(con, section, sources, work)
-    stage = f"{section.name}: validating and writing"
+    writes = not isinstance(sink, NullSink)
+    stage = f"{section.name}: validating and writing" if writes else f"{section.name}: validating"
     progress(stage, 0, None)
     counts.read = run.scan(sink.write, lambda done: progress(stage, done, None))
     run.malformed_fix()
