@@ -12,6 +12,7 @@ pyspark is an optional dependency (the `spark` extra); import this module only w
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -69,6 +70,7 @@ def spark_session(
     for key, value in settings.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")  # detect reports its own progress and errors
     for key, value in settings.items():  # getOrCreate ignores settings of a running session
         if key.startswith("spark.sql."):
             session.conf.set(key, value)
@@ -192,9 +194,14 @@ def _enrich_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBa
             )
 
 
+def _paths(source: str) -> list[str]:
+    """A glob expanded on the driver (Spark warns about glob paths it checks for metadata)."""
+    return sorted(glob.glob(source)) if any(ch in source for ch in "*?[") else [source]
+
+
 def read_events(session: SparkSession, events: str, since_ms: int | None = None) -> DataFrame:
     """Ingested events (contract Parquet), optionally only those at or after `since_ms`."""
-    df = session.read.parquet(events)
+    df = session.read.parquet(*_paths(events))
     if since_ms is not None:
         df = df.filter(F.col("timestamp") >= F.timestamp_millis(F.lit(since_ms)))
     return df
@@ -222,7 +229,7 @@ def write_enriched(df: DataFrame, out: Path) -> None:
 
 def read_table(backend: SparkBackend, path: str, name: str) -> ir.Table:
     """A Parquet file, directory or glob as an ibis table on Spark."""
-    backend._session.read.parquet(path).createOrReplaceTempView(name)
+    backend._session.read.parquet(*_paths(path)).createOrReplaceTempView(name)
     return backend.table(name)
 
 
@@ -259,11 +266,11 @@ class SparkEngine:
         return out.as_posix()
 
     def count(self, source: str) -> int:
-        return self.session.read.parquet(source).count()
+        return self.session.read.parquet(*_paths(source)).count()
 
     def split_days(self, source: str, out: Path) -> None:
         """Write `source` as one sub-directory per UTC day, `part_day=N/`, all columns kept."""
-        df = self.session.read.parquet(source).withColumn("part_day", F.col("day"))
+        df = self.session.read.parquet(*_paths(source)).withColumn("part_day", F.col("day"))
         df.write.mode("overwrite").option("compression", "zstd").partitionBy("part_day").parquet(
             out.as_posix()
         )
@@ -271,7 +278,7 @@ class SparkEngine:
     def read(self, source: str, name: str) -> ir.Table:
         """The enriched table as an ibis table, kept in executor memory (spilling to disk):
         every later stage scans it several times."""
-        df = self.session.read.parquet(source).persist(StorageLevel.MEMORY_AND_DISK)
+        df = self.session.read.parquet(*_paths(source)).persist(StorageLevel.MEMORY_AND_DISK)
         self._cached.append(df)
         df.createOrReplaceTempView(name)
         return self.backend.table(name)
