@@ -9,7 +9,7 @@ import pytest
 
 from distillguard.signup.decide import check_signups
 from distillguard.signup.features import email_columns, lookalike_of
-from distillguard.signup.known import KnownState
+from distillguard.signup.known import HISTORY_SCHEMA, KnownState
 from distillguard.signup.policy import SignupPolicy
 
 from .helpers import (
@@ -48,6 +48,19 @@ def test_payment_shared_with_flagged_accounts() -> None:
     assert "payment" not in evidence_of(known, payment_fingerprint="pm_company")
     reason = judge(known, {"account_id": "n", "payment_fingerprint": "pm_burned"})[0]["reasons"]
     assert any("payment instrument already used by 4 flagged" in r and "C1" in r for r in reason)
+
+
+def test_holders_that_never_sent_a_request_are_unknown_not_innocent() -> None:
+    # the rest of the sign-up batch: same card, no traffic yet (no verdict row)
+    hist = [history_row(a, payment="pm_batch") for a in CAMPAIGN]
+    hist += [history_row(f"unused{i}", payment="pm_batch") for i in range(10)]
+    verdicts = pa.table(
+        {"account_id": list(CAMPAIGN), "campaign_id": ["C1"] * 4, "flagged": [True] * 4}
+    )
+    known = KnownState.from_tables(
+        verdicts, pa.Table.from_pylist(hist, schema=HISTORY_SCHEMA), None, SignupPolicy()
+    )
+    assert "payment" in evidence_of(known, payment_fingerprint="pm_batch")
 
 
 def test_device_seen_on_flagged_accounts() -> None:
@@ -230,8 +243,6 @@ def test_an_account_never_matches_itself() -> None:
     verdicts = pa.table(
         {"account_id": list(CAMPAIGN), "campaign_id": ["C1"] * 4, "flagged": [True] * 4}
     )
-    from distillguard.signup.known import HISTORY_SCHEMA
-
     known = KnownState.from_tables(
         verdicts,
         pa.Table.from_pylist(hist, schema=HISTORY_SCHEMA),

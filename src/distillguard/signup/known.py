@@ -125,6 +125,9 @@ class KnownState:
     def _build(
         cls, con: duckdb.DuckDBPyConnection, history: pa.Table, traffic: bool, p: SignupPolicy
     ) -> KnownState:
+        # holders that never sent a request are unknown, not innocent: a card shared by four
+        # flagged accounts and ten not yet used accounts of the same batch is the campaign's
+        con.execute("CREATE TEMP TABLE seen AS SELECT DISTINCT account_id FROM verdicts")
         con.execute(
             "CREATE TEMP TABLE bad AS SELECT account_id, "
             "coalesce(campaign_id, 'flagged') AS campaign_id FROM verdicts "
@@ -137,9 +140,10 @@ class KnownState:
             return con.sql(
                 f"""
                 SELECT h.{key} AS key, arg_max(b.campaign_id, b.campaign_id IS NOT NULL) AS
-                       campaign_id, count(b.account_id) AS n_flagged, count(*) AS n,
-                       count(b.account_id) / count(*) AS share
+                       campaign_id, count(b.account_id) AS n_flagged, count(v.account_id) AS n,
+                       count(b.account_id) / count(v.account_id) AS share
                 FROM history h LEFT JOIN bad b USING (account_id)
+                LEFT JOIN seen v USING (account_id)
                 WHERE h.{key} IS NOT NULL GROUP BY h.{key}
                 HAVING count(b.account_id) >= 1 AND share >= {p.identity_flagged_share}
                 """
@@ -173,9 +177,10 @@ class KnownState:
         domain = con.sql(
             f"""
             SELECT lower(h.email_domain) AS key, mode(b.campaign_id) AS campaign_id,
-                   count(b.account_id) AS n_flagged, count(*) AS n,
-                   count(b.account_id) / count(*) AS share
+                   count(b.account_id) AS n_flagged, count(v.account_id) AS n,
+                   count(b.account_id) / count(v.account_id) AS share
             FROM history h LEFT JOIN bad b USING (account_id)
+                LEFT JOIN seen v USING (account_id)
             WHERE h.email_domain IS NOT NULL AND lower(h.email_domain) NOT IN ({webmail})
             GROUP BY 1
             HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
@@ -185,9 +190,10 @@ class KnownState:
         pattern = con.sql(
             f"""
             SELECT h.name_pattern AS key, mode(b.campaign_id) AS campaign_id,
-                   count(b.account_id) AS n_flagged, count(*) AS n,
-                   count(b.account_id) / count(*) AS share
+                   count(b.account_id) AS n_flagged, count(v.account_id) AS n,
+                   count(b.account_id) / count(v.account_id) AS share
             FROM history h LEFT JOIN bad b USING (account_id)
+                LEFT JOIN seen v USING (account_id)
             WHERE h.name_pattern IS NOT NULL GROUP BY 1
             HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
             """
