@@ -181,13 +181,15 @@ def _present(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.is_valid(arr), dtype=bool)
 
 
-def _per_value(arr: pa.Array | pa.ChunkedArray, test) -> np.ndarray:
-    """`test(value)` for each row, evaluated once per distinct value (kinds, statuses: few)."""
+def _per_value(arr: pa.Array | pa.ChunkedArray, *tests) -> list[np.ndarray]:
+    """`test(value)` for each row and test, evaluated once per distinct value (kinds,
+    statuses: few), with one dictionary encoding for all the tests."""
     enc = pc.dictionary_encode(
         arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr, null_encoding="encode"
     )
-    per_value = np.array([bool(test(v)) for v in enc.dictionary.to_pylist()] or [False])
-    return per_value[np.asarray(enc.indices, dtype=np.int64)]
+    values = enc.dictionary.to_pylist()
+    rows = np.asarray(enc.indices, dtype=np.int64)
+    return [np.array([bool(test(v)) for v in values] or [False])[rows] for test in tests]
 
 
 def _counts(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -202,20 +204,28 @@ def event_deltas(rows: pa.Table, models: bool = False) -> tuple[Deltas, Deltas]:
     n = rows.num_rows
     kind = rows["ip_kind"]
     hb = np.asarray(rows["hb"], dtype=np.int64)
+    anon, proxy, vpn, hosted, home = _per_value(
+        kind,
+        lambda k: k in ANONYMOUS_KINDS,
+        lambda k: k in PROXY_KINDS,
+        lambda k: k == "vpn",
+        lambda k: k in HOSTED_KINDS,
+        lambda k: k not in NOT_HOME_KINDS,
+    )
+    (errors,) = _per_value(rows["status"], lambda s: s is not None and s != "ok")
     metrics = {
         "requests": np.ones(n, dtype=np.int64),
         "input_tokens": _counts(rows["input_tokens"]),
         "output_tokens": _counts(rows["output_tokens"]),
-        "anon": _per_value(kind, lambda k: k in ANONYMOUS_KINDS),
-        "proxy": _per_value(kind, lambda k: k in PROXY_KINDS),
-        "vpn": _per_value(kind, lambda k: k == "vpn"),
-        "hosted": _per_value(kind, lambda k: k in HOSTED_KINDS),
+        "anon": anon,
+        "proxy": proxy,
+        "vpn": vpn,
+        "hosted": hosted,
         "followups": _counts(rows["turn"]) > 0,
-        "errors": _per_value(rows["status"], lambda s: s is not None and s != "ok"),
+        "errors": errors,
     }
     buckets = _sums(rows["account_id"], hb, metrics)
     everywhere = np.ones(n, dtype=bool)
-    home = _per_value(kind, lambda k: k not in NOT_HOME_KINDS)
     ip, subnet = rows["client_ip"], rows["subnet"]
     kinds = [("ip", ip, everywhere), ("home_ip", ip, home), ("subnet", subnet, everywhere)]
     if models:

@@ -373,6 +373,7 @@ class Service:
         commit.clock_ms = self.clock_ms
         commit.window_from = self._window_from()
         per_account: dict[str, str] = {}
+        labels: dict[str, str] = {}
 
         def decide_fn(w: Windows) -> tuple[list[str], dict[str, str]]:
             verdicts = self.analysis.verdicts if self.analysis else {}
@@ -380,13 +381,14 @@ class Service:
                 w.adopt_lag_h = adoption_lag_h(w, self.releases)
             for d in decide(w, verdicts, self.policy, self.short_hours):
                 per_account[d["account_id"]] = encode(d)
+                labels[d["account_id"]] = d["decision"]
             return [per_account[a] for a in commit.request_accounts], per_account
 
         if not self.store.commit(commit, decide_fn):
             return None
         counts = pc.value_counts(rows["account_id"]).to_pylist()
         for item in counts:
-            d = json.loads(per_account[item["values"]])["decision"]
+            d = labels[item["values"]]
             self.metrics.inc("distillguard_events_total", float(item["counts"]), decision=d)
         if not self.inline_signals:
             self._enqueue(rows.select(["request_id", "account_id", "hb"]), new)
