@@ -87,6 +87,15 @@ def _valid(arr: pa.Array) -> np.ndarray:
     return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _where(arr: pa.Array, test) -> np.ndarray:
+    """`test` over a numeric column's values in NumPy (nulls never match): no Arrow call in
+    the usual no-null case."""
+    if arr.null_count == len(arr):
+        return np.zeros(len(arr), dtype=bool)
+    filled = arr if arr.null_count == 0 else pc.fill_null(arr, 0)
+    return np.asarray(test(np.asarray(filled)), dtype=bool) & _valid(arr)
+
+
 def _np_bool(arr: pa.Array) -> np.ndarray:
     if pa.types.is_boolean(arr.type) and arr.null_count == 0 and arr.true_count == len(arr):
         return np.ones(len(arr), dtype=bool)  # the common all-valid case, without a copy-out
@@ -315,8 +324,9 @@ class EventValidator:
         if rule.kind in ("int64", "int32"):
             arr, _ = _ints(values, text)
             if rule.kind == "int32":
-                out_of_range = _np_bool(pc.or_(pc.less(arr, INT32_MIN), pc.greater(arr, INT32_MAX)))
-                arr = pc.if_else(pa.array(out_of_range), pa.scalar(None, pa.int64()), arr)
+                out_of_range = _where(arr, lambda a: (a < INT32_MIN) | (a > INT32_MAX))
+                if out_of_range.any():
+                    arr = pc.if_else(pa.array(out_of_range), pa.scalar(None, pa.int64()), arr)
             reason = "wrong_type"
         elif rule.kind == "float":
             arr, _ = _floats(values, text)
@@ -326,7 +336,7 @@ class EventValidator:
             reason = "bad_timestamp"
         checks: list[Check] = [(present & ~_valid(arr), reason)]
         if rule.non_negative:
-            checks.append((_np_bool(pc.less(arr, 0)), "negative_tokens"))
+            checks.append((_where(arr, lambda a: a < 0), "negative_tokens"))
         return arr, present, checks
 
     def validate(
