@@ -79,6 +79,12 @@ def test_state_covers_every_day_once(runs):
     ).fetchall()[0]
     summary = json.loads((runs["base"] / "full" / "summary.json").read_text())
     assert stored[0] == stored[1] == summary["ingest"]["sections"]["events"]["accepted"]
+    update = json.loads((runs["base"] / "update" / "summary.json").read_text())["incremental"]
+    before = duckdb.sql(
+        f"SELECT count(*) FROM '{runs['base'] / 'sim-first' / 'events.parquet'}'"
+    ).fetchall()[0][0]
+    assert update["skipped_before_since"] == before
+    assert update["enriched_now"] == stored[0] - before
 
 
 def _settings() -> dict:

@@ -226,8 +226,10 @@ def _run_stages(cfg: DetectConfig, engine, since_ms: int | None, note: Progress,
             since_ms=since_ms,
             on_batch=lambda n: note("signals+", n),
         )
+        new_rows = None
         if state is not None:
-            enriched = _update_state(cfg, engine, state, enriched, since_ms, work)
+            new_rows = engine.count(enriched)
+            enriched = _update_state(cfg, engine, state, enriched, since_ms, work, new_rows)
 
     e = engine.read(enriched, "enriched")
     accounts_dim = _accounts_dim(work / "ingest" / "accounts.parquet")
@@ -265,7 +267,14 @@ def _run_stages(cfg: DetectConfig, engine, since_ms: int | None, note: Progress,
 
     summary = _summary(cfg, ingested, t, assigned, campaigns)
     if state is not None:
-        summary["incremental"] = {"state": str(cfg.state), "since": cfg.since, "days": state.days}
+        summary["incremental"] = {
+            "state": str(cfg.state),
+            "since": cfg.since,
+            "days": state.days,
+            "enriched_now": new_rows,
+            # Input events before --since are not re-read: the state holds those days.
+            "skipped_before_since": ingested.events.accepted - (new_rows or 0),
+        }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return DetectResult(
         out=out,
@@ -277,14 +286,20 @@ def _run_stages(cfg: DetectConfig, engine, since_ms: int | None, note: Progress,
 
 
 def _update_state(
-    cfg: DetectConfig, engine, state: incremental.State, new: str, since_ms: int | None, work: Path
+    cfg: DetectConfig,
+    engine,
+    state: incremental.State,
+    new: str,
+    since_ms: int | None,
+    work: Path,
+    rows: int,
 ) -> str:
     """Store the newly enriched days in the state; returns the whole stored table's source."""
     parts = work / "day_parts"
     shutil.rmtree(parts, ignore_errors=True)  # left over by an interrupted run
     engine.split_days(new, parts)
     state.replace_days(parts, since_ms)
-    state.save(since_ms, cfg.events, engine.count(new), engine.name)
+    state.save(since_ms, cfg.events, rows, engine.name)
     shutil.rmtree(parts, ignore_errors=True)
     # The new days alone would pass for the whole table (the report reads work/enriched*).
     new_path = Path(new)
