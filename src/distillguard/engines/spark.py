@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,13 @@ def spark_session(
         # Python workers must import distillguard: on this machine, this very interpreter (the
         # SparkContext reads the variable when it starts; on a cluster, set it for the nodes).
         os.environ["PYSPARK_PYTHON"] = sys.executable
+    if active is None and "spark.sql.warehouse.dir" not in (conf or {}):
+        # Spark creates its (unused) warehouse directory on start: not in the caller's cwd.
+        settings["spark.sql.warehouse.dir"] = os.path.join(tempfile.gettempdir(), "dg-spark-wh")
+    if shuffle_partitions is None and active is None and _runs_locally(master):
+        # Spark's default of 200 shuffle partitions is for clusters; one machine wants a few
+        # per core.
+        shuffle_partitions = 2 * (os.cpu_count() or 1)
     if shuffle_partitions:
         settings["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
     settings.update(conf or {})
@@ -72,7 +80,7 @@ def spark_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")  # detect reports its own progress and errors
     for key, value in settings.items():  # getOrCreate ignores settings of a running session
-        if key.startswith("spark.sql."):
+        if session.conf.isModifiable(key):
             session.conf.set(key, value)
     return session
 
@@ -158,11 +166,8 @@ def _fresh_session(base: SparkSession) -> SparkSession:
     the SparkContext (executors, JVM) is shared. SQL settings are carried over."""
     session = base.newSession()
     for key, value in base.conf.getAll.items():
-        if key.startswith("spark.sql."):
-            try:
-                session.conf.set(key, value)
-            except Exception:  # static settings are shared already and cannot be set again
-                continue
+        if key.startswith("spark.sql.") and session.conf.isModifiable(key):
+            session.conf.set(key, value)  # static settings are shared already
     return session
 
 
