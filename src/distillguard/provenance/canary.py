@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom
 
 from distillguard.provenance.keys import WatermarkKey
 
@@ -175,6 +174,8 @@ class CanaryCheck:
 
 def poisson_binomial_sf(k: int, n_by_p: Mapping[float, int]) -> float:
     """P[X >= k] for X a sum of independent binomials {p: n}; exact by convolving pmfs."""
+    from scipy.stats import binom  # lazy: SciPy statistics take seconds to import
+
     pmf = np.array([1.0])
     for p, n in n_by_p.items():
         pmf = np.convolve(pmf, binom.pmf(np.arange(n + 1), n, p))

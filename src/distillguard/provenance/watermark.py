@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import binom
 
 from distillguard.errors import UserError
 from distillguard.provenance.keys import WatermarkKey
@@ -79,6 +78,8 @@ class Detection:
 
 def binomial_test(n_green: int, n_scored: int, gamma: float, n_tokens: int = -1) -> Detection:
     """z-score and exact upper-tail p-value P[Binomial(n, gamma) >= n_green]."""
+    from scipy.stats import binom  # lazy: SciPy statistics take seconds to import
+
     if n_scored == 0:
         return Detection(max(n_tokens, 0), 0, 0, gamma, 0.0, 1.0)
     expected = gamma * n_scored
