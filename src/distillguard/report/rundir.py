@@ -8,6 +8,7 @@ as DuckDB SQL straight on the Parquet files, so nothing row-level is loaded into
 
 from __future__ import annotations
 
+import glob
 import json
 from functools import cached_property
 from pathlib import Path
@@ -68,10 +69,22 @@ class RunDir:
         self.views: dict[str, list[str]] = {}
         for name, rel in FILES.items():
             self._register(name, rel)
+        if "enriched" not in self.views:
+            self._register_enriched_elsewhere()
+
+    def _register_enriched_elsewhere(self) -> None:
+        """Spark runs write `work/enriched/` as a directory; `--state` runs keep the enriched
+        requests by day in the state directory named in summary.json."""
+        self._register("enriched", "work/enriched/*.parquet")
+        if "enriched" in self.views:
+            return
+        state = self.summary.get("incremental", {}).get("state") if self.summary else None
+        if state:
+            self._register("enriched", str(Path(state).resolve() / "enriched" / "*" / "*.parquet"))
 
     def _register(self, name: str, rel: str) -> None:
         target = self.path / rel
-        exists = any(target.parent.glob(target.name)) if "*" in rel else target.exists()
+        exists = bool(glob.glob(str(target))) if "*" in rel else target.exists()
         if not exists:
             return
         self.con.execute(
