@@ -243,19 +243,31 @@ def trace_correct(traces: Sequence[str]) -> float:
     return float(np.mean([ok(t) for t in traces])) if traces else float("nan")
 
 
-def _student_accuracy(
-    cfg: CMExperimentConfig, vocab: CharVocab, texts: Sequence[str], test: Problems, seed: int
-) -> float:
-    student = _lm(vocab, cfg.student_d_model, cfg.student_layers)
+def _train(
+    cfg: CMExperimentConfig,
+    vocab: CharVocab,
+    model: TinyLM,
+    texts: Sequence[str],
+    epochs: int,
+    seed: int,
+) -> None:
+    """Train `model` on `texts` with the experiment's batch size and learning rate."""
     train_lm(
-        student,
+        model,
         [vocab.encode(t) for t in texts],
         vocab.pad_id,
-        cfg.student_epochs,
+        epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         seed=seed,
     )
+
+
+def _student_accuracy(
+    cfg: CMExperimentConfig, vocab: CharVocab, texts: Sequence[str], test: Problems, seed: int
+) -> float:
+    student = _lm(vocab, cfg.student_d_model, cfg.student_layers)
+    _train(cfg, vocab, student, texts, cfg.student_epochs, seed=seed)
     return _accuracy(student, vocab, test, cfg)
 
 
@@ -349,15 +361,7 @@ def run_countermeasure_experiment(
         full_text(p, *split_output(o))
         for p, o in zip(prompts[: cfg.proxy_examples], raw[: cfg.proxy_examples], strict=True)
     ]
-    train_lm(
-        proxy,
-        [vocab.encode(x) for x in proxy_texts],
-        vocab.pad_id,
-        cfg.proxy_epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed + 3,
-    )
+    _train(cfg, vocab, proxy, proxy_texts, cfg.proxy_epochs, seed=cfg.seed + 3)
     held = make_problems(cfg.heldout_examples, cfg.digits, rng)
     held_texts = [
         full_text(p, tr, a)
@@ -398,15 +402,7 @@ def _teacher(cfg: CMExperimentConfig, vocab: CharVocab, texts: Sequence[str]) ->
         teacher.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
         teacher.eval()
         return teacher
-    train_lm(
-        teacher,
-        [vocab.encode(t) for t in texts],
-        vocab.pad_id,
-        cfg.teacher_epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed,
-    )
+    _train(cfg, vocab, teacher, texts, cfg.teacher_epochs, seed=cfg.seed)
     if cache is not None:
         torch.save(teacher.state_dict(), cache)
     return teacher
