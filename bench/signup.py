@@ -220,28 +220,32 @@ def _summarise(rows: pa.Table) -> dict:
     }
 
 
-def _benign_stress(det: Path, accounts: pa.Table, labels: pa.Table, policy: SignupPolicy) -> dict:
-    """Every benign account judged against the last state, two folds left out in turn."""
-    benign = labels.filter(pc.is_null(labels["campaign_id"]))
-    ids = benign["account_id"].combine_chunks()
-    # fold by the last hex digit of the (scrambled) id: about half each
-    last = pc.utf8_slice_codeunits(ids, -1)
-    fold = pc.is_in(last, value_set=pa.array(list("02468ace")))
+def _leave_half_out(
+    det: Path, accounts: pa.Table, policy: SignupPolicy, ids: pa.Array, group: dict[str, str]
+) -> dict:
+    """Judge `ids` as new sign-ups against the run, each half left out of what is known in turn
+    (halves by the last hex digit of the scrambled id); decision counts per `group[id]`."""
+    fold = pc.is_in(pc.utf8_slice_codeunits(ids, -1), value_set=pa.array(list("02468ace")))
     run = RunDir(det)
-    persona = dict(
-        zip(labels["account_id"].to_pylist(), labels["persona"].to_pylist(), strict=True)
-    )
-    per_persona: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for side in (True, False):
         held = ids.filter(pc.equal(fold, side))
         new = accounts.filter(pc.is_in(accounts["account_id"], value_set=held))
         known = KnownState.from_run(run, policy, exclude=held, signups=accounts)
         d = check_signups(new, known, policy, run_ip_intel(run))
         for a, dec in zip(d["account_id"].to_pylist(), d["decision"].to_pylist(), strict=True):
-            p = per_persona[persona[a]]
-            p["accounts"] += 1
-            p[dec] += 1
-    return {k: dict(v) for k, v in sorted(per_persona.items())}
+            per[group[a]]["accounts"] += 1
+            per[group[a]][dec] += 1
+    return {k: dict(v) for k, v in sorted(per.items())}
+
+
+def _benign_stress(det: Path, accounts: pa.Table, labels: pa.Table, policy: SignupPolicy) -> dict:
+    """Every benign account judged against the last state, two folds left out in turn."""
+    benign = labels.filter(pc.is_null(labels["campaign_id"]))
+    persona = dict(
+        zip(labels["account_id"].to_pylist(), labels["persona"].to_pylist(), strict=True)
+    )
+    return _leave_half_out(det, accounts, policy, benign["account_id"].combine_chunks(), persona)
 
 
 def _attacker_stress(det: Path, accounts: pa.Table, labels: pa.Table, policy: SignupPolicy) -> dict:
@@ -250,20 +254,8 @@ def _attacker_stress(det: Path, accounts: pa.Table, labels: pa.Table, policy: Si
     evasive campaigns create few replacements inside the simulated window)."""
     detected = _detected_campaigns(det, labels)
     bad = labels.filter(pc.is_in(labels["campaign_id"], value_set=pa.array(sorted(detected))))
-    ids = bad["account_id"].combine_chunks()
-    fold = pc.is_in(pc.utf8_slice_codeunits(ids, -1), value_set=pa.array(list("02468ace")))
-    run = RunDir(det)
     campaign = dict(zip(bad["account_id"].to_pylist(), bad["campaign_id"].to_pylist(), strict=True))
-    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for side in (True, False):
-        held = ids.filter(pc.equal(fold, side))
-        new = accounts.filter(pc.is_in(accounts["account_id"], value_set=held))
-        known = KnownState.from_run(run, policy, exclude=held, signups=accounts)
-        d = check_signups(new, known, policy, run_ip_intel(run))
-        for a, dec in zip(d["account_id"].to_pylist(), d["decision"].to_pylist(), strict=True):
-            per[campaign[a]]["accounts"] += 1
-            per[campaign[a]][dec] += 1
-    return {k: dict(v) for k, v in sorted(per.items())}
+    return _leave_half_out(det, accounts, policy, bad["account_id"].combine_chunks(), campaign)
 
 
 def markdown(results: list[dict]) -> str:
