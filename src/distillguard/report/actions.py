@@ -105,7 +105,8 @@ def _action(value: Any, where: str) -> str:
     return str(value)
 
 
-def _number(value: Any, where: str, lo: float, hi: float | None) -> float:
+def policy_number(value: Any, where: str, lo: float, hi: float | None) -> float:
+    """A number of the policy file at `where`, within [lo, hi] (hi None: no upper bound)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(where, f"expected a number, got {value!r}")
     if value < lo or (hi is not None and value > hi):
@@ -138,10 +139,10 @@ def _rule(raw: Any, i: int) -> Rule:
     return Rule(
         name=str(raw.get("name", f"rule-{i}")),
         action=_action(raw["action"], f"{where}.action"),
-        min_risk=_number(raw.get("min_risk", 0.0), f"{where}.min_risk", 0.0, 1.0),
+        min_risk=policy_number(raw.get("min_risk", 0.0), f"{where}.min_risk", 0.0, 1.0),
         require_campaign=_flag(raw.get("require_campaign", False), f"{where}.require_campaign"),
         require_flagged=_flag(raw.get("require_flagged", False), f"{where}.require_flagged"),
-        min_reasons=int(_number(raw.get("min_reasons", 0), f"{where}.min_reasons", 0, None)),
+        min_reasons=int(policy_number(raw.get("min_reasons", 0), f"{where}.min_reasons", 0, None)),
         tiers=_strings(raw["tiers"], f"{where}.tiers") if "tiers" in raw else None,
     )
 
@@ -171,7 +172,7 @@ def parse_policy(raw: dict[str, Any], source: str = "policy") -> Policy:
         protected_tiers=_strings(protected.get("tiers", ["enterprise"]), "protected.tiers"),
         protected_max=_action(protected.get("max_action", "review"), "protected.max_action"),
         throttle_rpm=int(
-            _number(
+            policy_number(
                 throttle.get("requests_per_minute", 10), "throttle.requests_per_minute", 1, None
             )
         ),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from distillguard.errors import UserError
+from distillguard.report.actions import policy_number
 
 # Evidence kinds, strongest campaign link first (the order also picks the campaign named).
 EVIDENCE = (
@@ -126,12 +127,7 @@ def _fail(key: str, message: str) -> UserError:
 
 
 def _number(value: Any, key: str, lo: float, hi: float | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(key, f"expected a number, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise _fail(key, f"expected a number {bound}, got {value!r}")
-    return float(value)
+    return policy_number(value, f"signup.{key}", lo, hi)
 
 
 def parse_signup_policy(raw: Any) -> SignupPolicy:
