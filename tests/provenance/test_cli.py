@@ -101,12 +101,15 @@ def test_radioactivity_closed_mode_on_text(key_file, tmp_path, monkeypatch, caps
 
 def test_radioactivity_open_mode_runs_on_saved_model(key_file, tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
+    import torch
+
     from distillguard.provenance.corpus import synthetic_corpus
     from distillguard.provenance.tinylm import TinyLM, TinyLMConfig, save_model
     from distillguard.provenance.tokenizer import WordVocab
 
     vocab = WordVocab.from_texts(synthetic_corpus(200))
     model_path = tmp_path / "m.pt"
+    torch.manual_seed(0)  # a fixed untrained model: its sampling entropy sets the p-value
     save_model(model_path, TinyLM(TinyLMConfig(len(vocab), d_model=16)), vocab)
     probe = tmp_path / "probe.txt"
     probe.write_text("\n\n".join(synthetic_corpus(100, seed=5)))
