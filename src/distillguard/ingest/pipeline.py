@@ -45,6 +45,7 @@ from distillguard.ingest.sources import (
     sql_str,
 )
 from distillguard.ingest.validate import address_rule, typed_select, validated_select
+from distillguard.ingest.verbatim import try_verbatim
 
 ROW_GROUP_ROWS = 128 * 1024
 ROWS_PER_PART = 32 * ROW_GROUP_ROWS  # ~4M events per part file
@@ -594,6 +595,30 @@ def _process_section(
     return counts
 
 
+def _verbatim_counts(
+    con: duckdb.DuckDBPyConnection,
+    section: Section,
+    sources: list[SourceFile],
+    directory: Path | None,
+    progress: Progress,
+) -> SectionCounts | None:
+    """The counts of inputs taken verbatim (`verbatim.py`: already-normalised Parquet, copied
+    into `directory` unless None), or None when they need the rewrite path."""
+    if os.environ.get("DISTILLGUARD_INGEST_REWRITE") == "1":  # force re-encoding
+        return None
+    progress(f"{section.name}: checking", 0, None)
+    done = try_verbatim(con, section, sources, directory)
+    if done is None:
+        return None
+    rows, seconds = done
+    return SectionCounts(
+        read=rows,
+        accepted=rows,
+        inputs=[{"path": s.display, "format": s.format} for s in sources],
+        seconds=seconds,
+    )
+
+
 def _quiet(stage: str, done: int, total: int | None) -> None:
     return None
 
@@ -687,6 +712,11 @@ def run_ingest(
                     events_dir = out / "events"
                     shutil.rmtree(events_dir, ignore_errors=True)
                     events_dir.mkdir()
+                    verbatim = _verbatim_counts(con, section, sources, events_dir, report)
+                    if verbatim is not None:
+                        sections[name] = verbatim
+                        timings[name] = verbatim.seconds
+                        continue
                     writer = PartWriter(events_dir, section.output_schema, drop_columns=private)
                 else:
                     single = out / section.output_name
@@ -766,7 +796,7 @@ def validate_paths(
             duck_session(work / "duck", memory_limit) as con,
         ):
             sources, adapter = stage_events(paths, input_format, work / "staged", report)
-            counts = _process_section(
+            counts = _verbatim_counts(con, section, sources, None, report) or _process_section(
                 con, section, sources, NullSink(), rejects_path, report, work / "pass"
             )
     finally:
