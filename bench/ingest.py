@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 # ~300-character prompts: a varied template with per-row numbers, so compression is realistic.
 GENERATE = """
@@ -63,15 +65,52 @@ FROM range({n}) t(i)
 """
 
 
-def generate(directory: Path, n: int) -> dict[str, Path]:
+# The same events already in the contract's types and normal form (timestamp[ms, UTC], int64
+# max_tokens, float temperature, every contract column, canonical IPv6 text: `...::0` is
+# `...::` and `2001:db8:0::` is `2001:db8::`), as the simulator or a gateway exporting contract
+# Parquet writes them: the input ingest can take verbatim (docs/ingest.md).
+CONTRACT_TYPED = """
+SELECT request_id, epoch_ms(timestamp) AS timestamp, account_id, api_key_id,
+  regexp_replace(regexp_replace(client_ip, '^2001:db8:0::', '2001:db8::'), '::0$', '::')
+    AS client_ip, user_agent, model, system, prompt,
+  response, input_tokens, output_tokens, max_tokens::BIGINT AS max_tokens,
+  temperature::DOUBLE AS temperature, NULL::BIGINT AS thinking_budget, NULL::INTEGER AS tools,
+  NULL::INTEGER AS tool_calls, NULL::INTEGER AS images, conversation_id, turn, status
+FROM read_parquet('{path}')
+"""
+
+
+def write_contract_typed(con: duckdb.DuckDBPyConnection, source: Path, target: Path) -> None:
+    """`source` (the generated Parquet) rewritten in the contract schema by pyarrow, zstd 1,
+    131,072-row row groups (the simulator's and ingest's own settings)."""
+    from distillguard import contract
+
+    con.execute("SET TimeZone = 'UTC'")
+    reader = con.sql(CONTRACT_TYPED.format(path=source)).to_arrow_reader(131072)
+    with pq.ParquetWriter(target, contract.EVENTS, compression="zstd", compression_level=1) as w:
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            w.write_table(table.cast(contract.EVENTS), row_group_size=131072)
+
+
+def generate(directory: Path, n: int, formats: list[str]) -> dict[str, Path]:
     con = duckdb.connect()
     con.execute("CREATE MACRO h(x) AS (hash(x) >> 1)::BIGINT")  # signed, so list indexing works
-    paths = {"parquet": directory / "events.parquet", "jsonl": directory / "events.jsonl"}
+    paths = {
+        "parquet": directory / "events.parquet",
+        "jsonl": directory / "events.jsonl",
+        "parquet-contract": directory / "events-contract.parquet",
+    }
     query = GENERATE.format(n=n)
     con.execute(f"COPY ({query}) TO '{paths['parquet']}' (FORMAT parquet, COMPRESSION zstd)")
-    con.execute(f"COPY (SELECT * FROM '{paths['parquet']}') TO '{paths['jsonl']}' (FORMAT json)")
+    if "jsonl" in formats:
+        con.execute(
+            f"COPY (SELECT * FROM '{paths['parquet']}') TO '{paths['jsonl']}' (FORMAT json)"
+        )
+    if "parquet-contract" in formats:
+        write_contract_typed(con, paths["parquet"], paths["parquet-contract"])
     con.close()
-    return paths
+    return {k: p for k, p in paths.items() if p.exists()}
 
 
 def _cpu() -> float:
@@ -83,7 +122,7 @@ def bare_scan(path: Path, fmt: str) -> tuple[float, float]:
     """(wall, CPU) seconds of a bare DuckDB scan (fresh connection, default threads as ingest)."""
     reader = (
         f"read_parquet('{path}')"
-        if fmt == "parquet"
+        if fmt.startswith("parquet")
         else f"read_json('{path}', format='newline_delimited')"
     )
     con = duckdb.connect()
@@ -99,7 +138,7 @@ def bare_copy(path: Path, fmt: str, target: Path) -> float:
     ingest that reads every column and writes it again."""
     reader = (
         f"read_parquet('{path}')"
-        if fmt == "parquet"
+        if fmt.startswith("parquet")
         else f"read_json('{path}', format='newline_delimited')"
     )
     con = duckdb.connect()
@@ -148,6 +187,9 @@ def ingest(path: Path, out: Path, src: str | None = None) -> dict[str, float]:
     )
     if result["rc"] != 0:
         raise SystemExit(f"ingest failed: {result['stderr']}")
+    parts = sorted((out / "events").glob("*.parquet"))
+    same = len(parts) == 1 and parts[0].read_bytes() == path.read_bytes()
+    result["path"] = "verbatim" if same else "rewrite"
     summary = json.loads((out / "ingest.json").read_text())
     result["accepted"] = summary["sections"]["events"]["accepted"]
     result["internal_seconds"] = summary["sections"]["events"]["seconds"]
@@ -157,7 +199,13 @@ def ingest(path: Path, out: Path, src: str | None = None) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5_000_000)
-    parser.add_argument("--formats", default="parquet,jsonl")
+    parser.add_argument(
+        "--formats",
+        default="parquet,parquet-contract,jsonl",
+        help="parquet: DuckDB-typed (epoch-ms timestamps, non-canonical IPv6 among them), "
+        "rewritten by ingest; parquet-contract: the same events in the contract's types and "
+        "normal form, taken verbatim; jsonl",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     parser.add_argument(
         "--baseline-src",
@@ -168,7 +216,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dg-bench-ingest-", dir="/tmp"))
     try:
         t = time.perf_counter()
-        paths = generate(tmp, args.events)
+        paths = generate(tmp, args.events, args.formats.split(","))
         print(
             f"generated {args.events:,} events in {time.perf_counter() - t:.1f}s: "
             + ", ".join(f"{k} {p.stat().st_size / 1e9:.2f} GB" for k, p in paths.items())
@@ -180,13 +228,15 @@ def main() -> None:
         for fmt in args.formats.split(","):
             copy = bare_copy(paths[fmt], fmt, tmp / "copy.parquet")
             for label, src in versions:
-                print(f"{fmt}{label}: load average {os.getloadavg()[0]:.1f}", flush=True)
+                load = os.getloadavg()[0]
+                print(f"{fmt}{label}: load average {load:.1f}", flush=True)
                 before = bare_scan(paths[fmt], fmt)
                 r = ingest(paths[fmt], tmp / f"out-{fmt}", src)
                 after = bare_scan(paths[fmt], fmt)
                 r["scan"] = (before[0] + after[0]) / 2
                 r["scan_cpu"] = (before[1] + after[1]) / 2
                 r["copy"] = copy
+                r["load"] = load
                 print(f"{fmt}{label}: scans {before[0]:.2f}s / {after[0]:.2f}s, {r}", flush=True)
                 assert r["accepted"] == args.events, r
                 rows.append((fmt + label, r))
@@ -194,9 +244,10 @@ def main() -> None:
         print(
             "\n| input | events | bare scan s | ingest s (wall) | ingest s (in-process) "
             "| events/s (wall / in-process) | ratio to scan (wall / in-process) "
-            "| CPU s scan / ingest (ratio) | bare COPY s | in-process / COPY | peak RSS MB |"
+            "| CPU s scan / ingest (ratio) | bare COPY s | in-process / COPY | peak RSS MB "
+            "| path | load |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         for fmt, r in rows:
             scan, inside = r["scan"], r["internal_seconds"]
             print(
@@ -204,7 +255,8 @@ def main() -> None:
                 f"| {args.events / r['seconds']:,.0f} / {args.events / inside:,.0f} "
                 f"| {r['seconds'] / scan:.1f}x / {inside / scan:.1f}x "
                 f"| {r['scan_cpu']:.1f} / {r['cpu']:.1f} ({r['cpu'] / r['scan_cpu']:.1f}x) "
-                f"| {r['copy']:.1f} | {inside / r['copy']:.1f}x | {r['peak_mb']:,.0f} |"
+                f"| {r['copy']:.1f} | {inside / r['copy']:.1f}x | {r['peak_mb']:,.0f} "
+                f"| {r['path']} | {r['load']:.1f} |"
             )
     finally:
         if not args.keep:
