@@ -42,6 +42,7 @@ def history_row(account: str, **kw: Any) -> dict[str, Any]:
         "device_fingerprint": kw.get("device"),
         "email_domain": kw.get("domain"),
         "name_pattern": kw.get("pattern"),
+        "org_id": kw.get("org"),
     }
 
 

@@ -32,6 +32,7 @@ CAMPAIGN_COLUMNS = (
     "payment_campaign",
     "device_campaign",
     "ip_campaign",
+    "org_campaign",
     "subnet_campaign",
     "pool_campaign",
     "domain_campaign",
@@ -68,6 +69,10 @@ def reason_columns(t: pa.Table, p: SignupPolicy) -> dict[str, pa.Array]:
             "sign-up IP ", _s(t["signup_ip"]), " is an address of ", _s(t["ip_campaign"]),
             " (", _pct(t["ip_share"]), "% of its traffic from flagged accounts)",
         ),
+        "org": _join(
+            "organisation ", _s(t["org_id"]), ": ", _s(t["org_n"]), " of its ", _s(t["org_seen"]),
+            " active member(s) are flagged accounts of ", _s(t["org_campaign"]),
+        ),
         "subnet": _join(
             "sign-up subnet ", _s(t["subnet"]), " is address space of ", _s(t["subnet_campaign"]),
             " (", _pct(t["subnet_share"]), "% of its traffic from flagged accounts)",
@@ -99,6 +104,18 @@ def reason_columns(t: pa.Table, p: SignupPolicy) -> dict[str, pa.Array]:
             f" in the previous {p.burst_minutes:g} min",
         ),
         "programme": _join("signed up through the ", _s(t["tier"]), " programme"),
+        "proxy_exit": _join(
+            "sign-up IP ", _s(t["signup_ip"]), " is a listed ", _s(t["ip_kind"]),
+            " exit (anonymising relay)",
+        ),
+        "card_reuse": _join(
+            "payment instrument already pays for ", _s(t["card_k"]),
+            " other account(s) outside this account's organisation",
+        ),
+        "unbacked": _join(
+            "the ", _s(t["tier"]), " programme's eligibility is not shown by the e-mail domain ",
+            _s(t["email_domain"]), " (webmail, disposable or look-alike)",
+        ),
     }  # fmt: skip
 
 

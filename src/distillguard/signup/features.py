@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from distillguard.ingest.ipintel import is_disposable_domain
 from distillguard.pipeline.enrich import ip_info
-from distillguard.signup.known import HISTORY_SCHEMA, POOL_KINDS, KnownState
+from distillguard.signup.known import ANONYMISER_KINDS, HISTORY_SCHEMA, POOL_KINDS, KnownState
 from distillguard.signup.policy import WEBMAIL, SignupPolicy
 
 # A machine-made local part: a word stem of 4+ letters, an optional separator, 3+ digits
@@ -141,14 +141,17 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
     try:
         con.register("new_raw", prepared)
         con.execute("CREATE TEMP TABLE new AS SELECT row_number() OVER () - 1 AS i, * FROM new_raw")
-        for name in ("payment", "device", "domain", "ip", "subnet", "pool", "pattern"):
+        for name in ("payment", "device", "domain", "ip", "subnet", "pool", "pattern", "org"):
             con.register(f"k_{name}", getattr(known, name))
         # everything signed up before, plus this batch itself (causal: only earlier or same time)
         con.register("hist", known.history)
+        ctx_cols = (
+            "account_id, created_ms, subnet, asn, ip_kind, name_pattern, payment_fingerprint, "
+            "org_id"
+        )
         con.execute(
-            "CREATE TEMP TABLE ctx AS SELECT account_id, created_ms, subnet, asn, ip_kind, "
-            "name_pattern FROM hist UNION ALL SELECT account_id, created_ms, subnet, asn, "
-            "ip_kind, name_pattern FROM new"
+            f"CREATE TEMP TABLE ctx AS SELECT {ctx_cols} FROM hist "
+            f"UNION ALL SELECT {ctx_cols} FROM new"
         )
         pools = ", ".join(f"'{k}'" for k in POOL_KINDS)
         burst_ms = int(policy.burst_minutes * 60_000)
@@ -169,6 +172,14 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
               SELECT n.i, count(*) AS k FROM new n JOIN ctx c
                 ON c.name_pattern = n.name_pattern AND c.account_id <> n.account_id
                AND c.created_ms BETWEEN n.created_ms - {naming_ms} AND n.created_ms
+              GROUP BY n.i),
+            card_reuse AS (
+              -- other accounts, signed up earlier, paying with the same instrument and not
+              -- sharing an organisation with this one (colleagues on a company card are normal)
+              SELECT n.i, count(DISTINCT c.account_id) AS k FROM new n JOIN ctx c
+                ON c.payment_fingerprint = n.payment_fingerprint
+               AND c.account_id <> n.account_id AND c.created_ms <= n.created_ms
+               AND (c.org_id IS NULL OR n.org_id IS NULL OR c.org_id <> n.org_id)
               GROUP BY n.i)
             SELECT n.i, n.account_id, n.tier, n.email_domain, n.signup_ip, n.subnet, n.asn,
                    n.ip_kind, n.org_id,
@@ -179,6 +190,8 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
                    ko.campaign_id AS pool_campaign, ko.share AS pool_share,
                    km.campaign_id AS domain_campaign, km.n_flagged AS domain_n,
                    kt.campaign_id AS pattern_campaign, kt.n_flagged AS pattern_n,
+                   kg.campaign_id AS org_campaign, kg.n_flagged AS org_n, kg.n AS org_seen,
+                   coalesce(cr.k, 0) AS card_k,
                    greatest(coalesce(bs.k, 0), coalesce(bp.k, 0)) AS burst_k,
                    CASE WHEN coalesce(bp.k, 0) > coalesce(bs.k, 0) THEN n.asn ELSE n.subnet END
                      AS burst_key,
@@ -191,6 +204,8 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
             LEFT JOIN k_pool ko ON ko.key = n.asn AND n.ip_kind IN ({pools})
             LEFT JOIN k_domain km ON km.key = n.email_domain
             LEFT JOIN k_pattern kt ON kt.key = n.name_pattern
+            LEFT JOIN k_org kg ON kg.key = n.org_id
+            LEFT JOIN card_reuse cr ON cr.i = n.i
             LEFT JOIN burst_subnet bs ON bs.i = n.i
             LEFT JOIN burst_pool bp ON bp.i = n.i
             LEFT JOIN naming nm ON nm.i = n.i
@@ -203,16 +218,28 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
     lookalike = lookalike_domains(domains)
     disposable = is_disposable_domain(domains)
     programme = pc.is_in(table["tier"], value_set=pa.array(list(policy.programme_tiers)))
+    # an address that IP intelligence lists as a residential-proxy or Tor exit: someone hiding
+    # where they sign up from (commercial VPNs are not counted: many ordinary users run one)
+    proxy_exit = pc.fill_null(
+        pc.is_in(table["ip_kind"], value_set=pa.array(list(ANONYMISER_KINDS))), False
+    )
+    # a programme sign-up whose address cannot show eligibility: webmail, throwaway or look-alike
+    untrusted = pc.or_(
+        pc.or_(pc.fill_null(disposable, False), pc.is_valid(lookalike)),
+        pc.fill_null(pc.is_in(domains, value_set=pa.array(list(WEBMAIL))), False),
+    )
     flags = {
         "payment": pc.is_valid(table["payment_campaign"]),
         "device": pc.is_valid(table["device_campaign"]),
         "ip": pc.is_valid(table["ip_campaign"]),
         # a subnet or pool adds nothing when the exact address already matched
         "subnet": pc.and_(pc.is_valid(table["subnet_campaign"]), pc.is_null(table["ip_campaign"])),
+        # proxy/Tor exits share one intel label, not a network: `proxy_exit` speaks for them
         "pool": pc.and_(
-            pc.is_valid(table["pool_campaign"]),
+            pc.and_(pc.is_valid(table["pool_campaign"]), pc.invert(proxy_exit)),
             pc.and_(pc.is_null(table["ip_campaign"]), pc.is_null(table["subnet_campaign"])),
         ),
+        "org": pc.is_valid(table["org_campaign"]),
         "domain": pc.is_valid(table["domain_campaign"]),
         "pattern": pc.is_valid(table["pattern_campaign"]),
         "lookalike": pc.is_valid(lookalike),
@@ -220,6 +247,9 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
         "naming": pc.greater_equal(table["naming_k"], policy.naming_min_signups),
         "burst": pc.greater_equal(table["burst_k"], policy.burst_min_signups),
         "programme": programme,
+        "proxy_exit": proxy_exit,
+        "card_reuse": pc.greater_equal(table["card_k"], policy.card_reuse_min),
+        "unbacked": pc.and_(programme, untrusted),
     }
     for name, flag in flags.items():
         table = table.append_column(f"ev_{name}", pc.fill_null(flag, False))

@@ -31,6 +31,7 @@ HISTORY_SCHEMA = pa.schema(
         ("device_fingerprint", pa.string()),
         ("email_domain", pa.string()),
         ("name_pattern", pa.string()),  # keyed hash of a templated e-mail name, never the name
+        ("org_id", pa.string()),  # organisation named at sign-up (org links, card reuse)
     ]
 )
 # Per-account verdicts: flagged or in a campaign.
@@ -52,6 +53,8 @@ TRAFFIC_SCHEMA = pa.schema(
 # everyone, so only the former can be "a campaign's pool" at the ASN level.
 POOL_KINDS = ("datacenter", "vpn", "proxy", "tor")
 IDENTITY_KEYS = ("payment_fingerprint", "device_fingerprint")
+# Relays that exist to hide the client: residential-proxy exits listed by IP intel, and Tor.
+ANONYMISER_KINDS = ("proxy", "tor")
 
 
 @dataclass
@@ -65,6 +68,7 @@ class KnownState:
     subnet: pa.Table
     pool: pa.Table
     pattern: pa.Table  # keyed hashes of machine-made e-mail names of flagged accounts
+    org: pa.Table  # organisations whose members the campaigns' flagged accounts mostly are
     history: pa.Table  # HISTORY_SCHEMA: earlier sign-ups (for bursts and naming patterns)
     flagged_accounts: int = 0
     campaigns: int = 0
@@ -79,6 +83,7 @@ class KnownState:
         exclude: pa.Array | None = None,
     ) -> KnownState:
         """`exclude`: accounts judged now, left out of what is known (no self-match)."""
+        history = conform_history(history)
         if exclude is not None and len(exclude):
             verdicts, history = _without(verdicts, exclude), _without(history, exclude)
             traffic = _without(traffic, exclude) if traffic is not None else None
@@ -198,6 +203,19 @@ class KnownState:
             HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
             """
         ).to_arrow_table()
+        # an organisation whose seen members are mostly a campaign's: its next member is too likely
+        # the campaign's (a falsely flagged employee among twenty colleagues does not count)
+        org = con.sql(
+            f"""
+            SELECT h.org_id AS key, mode(b.campaign_id) AS campaign_id,
+                   count(b.account_id) AS n_flagged, count(v.account_id) AS n,
+                   count(b.account_id) / count(v.account_id) AS share
+            FROM history h LEFT JOIN bad b USING (account_id)
+                LEFT JOIN seen v USING (account_id)
+            WHERE h.org_id IS NOT NULL GROUP BY 1
+            HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
+            """
+        ).to_arrow_table()
         flagged, campaigns = con.execute(
             "SELECT count(*), count(DISTINCT campaign_id) FROM bad"
         ).fetchall()[0]
@@ -209,6 +227,7 @@ class KnownState:
             subnet=shared("subnet", "true", p.ip_campaign_share, 2),
             pool=shared("asn", f"t.ip_kind IN ({pools})", p.pool_campaign_share, 2),
             pattern=pattern,
+            org=org,
             history=history,
             flagged_accounts=int(flagged),
             campaigns=int(campaigns),
@@ -227,6 +246,15 @@ def with_name_patterns(history: pa.Table, signups: pa.Table) -> pa.Table:
     filled = pc.coalesce(history["name_pattern"].combine_chunks(), patterns.take(idx))
     i = history.schema.get_field_index("name_pattern")
     return history.set_column(i, "name_pattern", filled)
+
+
+def conform_history(history: pa.Table) -> pa.Table:
+    """`history` with every HISTORY_SCHEMA column (absent ones null, e.g. `org_id` in sign-up
+    records stored before it was kept), in schema order."""
+    for f in HISTORY_SCHEMA:
+        if f.name not in history.column_names:
+            history = history.append_column(f.name, pa.nulls(history.num_rows, f.type))
+    return history.select(HISTORY_SCHEMA.names).cast(HISTORY_SCHEMA)
 
 
 def _without(table: pa.Table, accounts: pa.Array) -> pa.Table:
@@ -252,7 +280,7 @@ def history_from_run(run: RunDir) -> pa.Table:
         f"SELECT account_id, epoch_ms({col('created_at', 'TIMESTAMP')}) AS created_ms, "
         f"{col('signup_ip')} AS signup_ip, {col('payment_fingerprint')} AS payment_fingerprint, "
         f"{col('device_fingerprint')} AS device_fingerprint, "
-        f"lower({col('email_domain')}) AS email_domain FROM signup"
+        f"lower({col('email_domain')}) AS email_domain, {col('org_id')} AS org_id FROM signup"
     )
     return network_columns(raw, run_ip_intel(run)).select(HISTORY_SCHEMA.names).cast(HISTORY_SCHEMA)
 

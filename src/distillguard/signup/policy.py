@@ -19,6 +19,7 @@ EVIDENCE = (
     "payment",
     "device",
     "ip",
+    "org",
     "subnet",
     "pool",
     "domain",
@@ -28,6 +29,9 @@ EVIDENCE = (
     "naming",
     "burst",
     "programme",
+    "proxy_exit",
+    "card_reuse",
+    "unbacked",
 )
 # Links from a new account's own identity to accounts a campaign already burned.
 IDENTITY = ("payment", "device")
@@ -41,6 +45,7 @@ DEFAULT_WEIGHTS = {
     "payment": 1.0,
     "device": 1.0,
     "ip": 0.8,
+    "org": 0.8,
     "subnet": 0.5,
     "pool": 0.4,
     "domain": 0.5,
@@ -50,6 +55,9 @@ DEFAULT_WEIGHTS = {
     "naming": 0.4,
     "burst": 0.4,
     "programme": 0.2,
+    "proxy_exit": 0.5,
+    "card_reuse": 0.4,
+    "unbacked": 0.3,
 }
 DEFAULT_CHECKS = {
     "free": "payment",
@@ -105,6 +113,7 @@ class SignupPolicy:
     pool_campaign_share: float = 0.5
     identity_flagged_share: float = 0.5
     domain_min_flagged: int = 2
+    card_reuse_min: int = 2
     programme_tiers: tuple[str, ...] = ("edu", "startup", "research")
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     checks: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CHECKS))
@@ -119,7 +128,13 @@ NUMBER_KEYS = {
     "pool_campaign_share": (0.0, 1.0),
     "identity_flagged_share": (0.0, 1.0),
 }
-INT_KEYS = {"deny_min_evidence", "burst_min_signups", "naming_min_signups", "domain_min_flagged"}
+INT_KEYS = {
+    "deny_min_evidence",
+    "burst_min_signups",
+    "naming_min_signups",
+    "domain_min_flagged",
+    "card_reuse_min",
+}
 
 
 def _fail(key: str, message: str) -> UserError:
