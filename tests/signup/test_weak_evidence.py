@@ -89,15 +89,13 @@ def test_card_paying_for_other_personal_accounts() -> None:
     d = one(known, payment_fingerprint="pm_reused")
     assert "card_reuse" in d["evidence"] and d["decision"] == "allow"
     assert any("pays for 2 other account(s)" in r for r in d["reasons"])
-    assert "card_reuse" not in one(known, payment_fingerprint="pm_company", org_id="org_1")[
-        "evidence"
-    ]
+    colleague = one(known, payment_fingerprint="pm_company", org_id="org_1")
+    assert "card_reuse" not in colleague["evidence"]
     assert "card_reuse" not in one(known, payment_fingerprint="pm_couple")["evidence"]
     # causal: holders signing up later do not count
     later = [history_row(f"l{i}", payment="pm_later", created_ms=T0 + DAY) for i in range(3)]
-    assert "card_reuse" not in one(known_state({}, later), payment_fingerprint="pm_later")[
-        "evidence"
-    ]
+    first = one(known_state({}, later), payment_fingerprint="pm_later")
+    assert "card_reuse" not in first["evidence"]
 
 
 def test_programme_sign_up_without_an_eligible_address() -> None:
