@@ -39,6 +39,7 @@ from distillguard.ingest import ipintel
 from distillguard.ingest.sections import Section, get_section
 from distillguard.ingest.sources import (
     SourceFile,
+    csv_rejects_table,
     json_values_reader,
     one_line,
     resolve_inputs,
@@ -155,7 +156,8 @@ class _Run:
         self.bad_path = work / f"bad-{section.name}.parquet"
         self.keys_writer: pq.ParquetWriter | None = None
         self.bad_writer: pq.ParquetWriter | None = None
-        self.bad_rows = 0
+        self.bad_rows = 0  # rows in the reject side file
+        self.malformed_csv = 0  # CSV rows read_csv skipped as malformed (`_csvbad`)
 
     def union(self) -> str:
         parts = [
@@ -186,6 +188,10 @@ class _Run:
     def scan(self, sink: Callable[[pa.Table], None], report: Callable[[int], None]) -> int:
         """Validate and split every record once; returns the number of records read."""
         query = self.union()
+        for fid, source in enumerate(self.sources):  # no malformed rows left from a former run
+            if source.format == "csv":
+                self.con.execute(f"DROP TABLE IF EXISTS {csv_rejects_table(fid)}")
+                self.con.execute(f"DROP TABLE IF EXISTS _csv_scans_{fid}")
         try:
             reader = self.con.sql(query).to_arrow_reader(2 * ROW_GROUP_ROWS)
         except duckdb.Error as exc:
@@ -210,10 +216,52 @@ class _Run:
             for w in (self.keys_writer, self.bad_writer):
                 if w is not None:
                     w.close()
+        read += self._collect_malformed_csv()
         for i, s in enumerate(self.sources):
             if self.per_file[i] == 0:
                 raise UserError(f"{s.display}: no records (empty file or header only)")
         return read
+
+    def _collect_malformed_csv(self) -> int:
+        """The CSV rows `read_csv` skipped as malformed, as `_csvbad(_fid, _row, _line, _ord)`,
+        and `_csvshift(_fid, thr, k)`: a row numbered `n` among a file's well-formed rows is
+        its record `n + k` for the largest `thr <= n` (k malformed rows came before it)."""
+        parts = []
+        for fid, source in enumerate(self.sources):
+            table = csv_rejects_table(fid)
+            if (
+                source.format == "csv"
+                and self.con.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
+                ).fetchall()[0][0]
+            ):
+                # DuckDB's `line` counts records with the header as line 1, as ours does; a
+                # row with several errors has several entries.
+                parts.append(
+                    f"SELECT DISTINCT {fid}::INTEGER AS _fid, line - 2 AS _row FROM {table}"
+                )
+        if not parts:
+            return 0
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _csvbad AS SELECT _fid, _row::BIGINT AS _row, "
+            "_row::BIGINT + 2 AS _line, _fid::BIGINT * 1000000000000 + _row AS _ord "
+            f"FROM ({' UNION ALL '.join(parts)}) ORDER BY _fid, _row"
+        )
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE _csvshift AS SELECT _fid, thr, max(k) AS k FROM ("
+            "SELECT _fid, row_number() OVER w AS k, _row - row_number() OVER w + 1 AS thr "
+            "FROM _csvbad WINDOW w AS (PARTITION BY _fid ORDER BY _row)) GROUP BY _fid, thr"
+        )
+        per_file = self.con.execute("SELECT _fid, count(*), min(_line) FROM _csvbad GROUP BY _fid")
+        for fid, n, first in per_file.fetchall():
+            if self.per_file[fid] == 0:
+                raise UserError(
+                    f"{self.sources[fid].display}: not CSV with this header (no row fits it; "
+                    f"line {first} is malformed)"
+                )
+            self.per_file[fid] += n
+            self.malformed_csv += int(n)
+        return self.malformed_csv
 
     def split(self, table: pa.Table) -> pa.Table:
         """Accepted rows of one batch in the contract schema; keys and rejects go aside."""
@@ -331,14 +379,31 @@ class _Run:
         return table.select(["_fid", "_row", "why"])
 
     def _bad_sql(self) -> str:
-        return (
-            f"SELECT b.*, coalesce(f.why, b._why) AS w "
-            f"FROM read_parquet({sql_str(str(self.bad_path))}) b "
-            "LEFT JOIN _fix f ON f._fid = b._fid AND f._row = b._row"
-        )
+        """Every rejected row with its reason `w`: the reject side file (CSV rows renumbered
+        past the malformed rows before them) and the malformed CSV rows."""
+        parts = []
+        if self.bad_rows:
+            bad = f"SELECT * FROM read_parquet({sql_str(str(self.bad_path))})"
+            if self.malformed_csv:
+                bad = (
+                    "SELECT b.* REPLACE (b._row + coalesce(s.k, 0) AS _row, "
+                    "b._line + coalesce(s.k, 0) AS _line, b._ord + coalesce(s.k, 0) AS _ord) "
+                    f"FROM ({bad}) b ASOF LEFT JOIN _csvshift s "
+                    "ON s._fid = b._fid AND b._row >= s.thr"
+                )
+            parts.append(
+                f"SELECT b.*, coalesce(f.why, b._why) AS w FROM ({bad}) b "
+                "LEFT JOIN _fix f ON f._fid = b._fid AND f._row = b._row"
+            )
+        if self.malformed_csv:
+            parts.append(
+                "SELECT _fid, _row, _line, _ord, false AS _blank, 'malformed_csv:' AS _why, "
+                "NULL AS _rec, 'malformed_csv:' AS w FROM _csvbad"
+            )
+        return " UNION ALL BY NAME ".join(f"({p})" for p in parts)
 
     def count_rejects(self, counts: SectionCounts) -> None:
-        if not self.bad_rows:
+        if not self.bad_rows + self.malformed_csv:
             return
         for why, n in self.con.execute(
             f"SELECT w, count(*) FROM ({self._bad_sql()}) GROUP BY w ORDER BY 2 DESC, 1"
@@ -354,7 +419,8 @@ class _Run:
             f"COPY (SELECT {sql_str(self.section.name)} AS section, [{files}][_fid + 1] AS file, "
             "_line AS line, _row AS row, nullif(split_part(w, ':', 2), '') AS field, "
             "split_part(w, ':', 1) AS reason, "
-            "CASE WHEN w = 'malformed_json:' THEN NULL ELSE _rec END AS record "
+            "CASE WHEN w IN ('malformed_json:', 'malformed_csv:') THEN NULL ELSE _rec END "
+            "AS record "
             f"FROM ({self._bad_sql()}) ORDER BY _ord) "
             f"TO {sql_str(str(path))} (FORMAT json)"
         )
@@ -583,14 +649,15 @@ def _process_section(
     counts.duplicate = len(drop)
     sink.finish(drop)
     counts.accepted = counts.read - counts.rejected - counts.duplicate
-    accepted_written = counts.read - run.bad_rows - counts.duplicate
-    if counts.rejected != run.bad_rows or accepted_written != counts.accepted:
+    bad_rows = run.bad_rows + run.malformed_csv
+    accepted_written = counts.read - bad_rows - counts.duplicate
+    if counts.rejected != bad_rows or accepted_written != counts.accepted:
         raise RuntimeError(
             f"{section.name}: counts do not add up (read {counts.read}, rejected "
-            f"{counts.rejected}/{run.bad_rows}, duplicate {counts.duplicate})"
+            f"{counts.rejected}/{bad_rows}, duplicate {counts.duplicate})"
         )
-    con.execute("DROP TABLE IF EXISTS _fix")
-    con.execute("DROP TABLE IF EXISTS _dupkeys")
+    for table in ("_fix", "_dupkeys", "_csvbad", "_csvshift"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
     counts.seconds = time.perf_counter() - started
     return counts
 

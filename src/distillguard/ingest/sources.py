@@ -6,10 +6,12 @@ JSON Lines, CSV and Parquet. Directories are expanded to their files, which must
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import zstandard
 
 from distillguard.errors import UserError
 
@@ -32,6 +34,7 @@ class SourceFile:
     arrow_view: str | None = None  # for `arrow`: the DuckDB view holding the table
     has_provenance: bool = False
     columns: dict[str, str] = field(default_factory=dict)  # name -> DuckDB type, when known
+    csv_header: list[str] = field(default_factory=list)  # set when DuckDB cannot sniff the CSV
 
     def __post_init__(self) -> None:
         if not self.display:
@@ -122,15 +125,55 @@ def one_line(exc: BaseException) -> str:
     return text[:400]
 
 
-def csv_reader(source: SourceFile) -> str:
+def csv_rejects_table(fid: int) -> str:
+    """The DuckDB table `read_csv(store_rejects=true)` fills with file `fid`'s malformed rows."""
+    return f"_csv_rejects_{fid}"
+
+
+def csv_reader(source: SourceFile, fid: int | None = None) -> str:
+    """`read_csv` of one file. With `fid`, a row that does not fit the CSV dialect or the
+    header (too many or too few cells, an unterminated quote, invalid UTF-8) is skipped and
+    recorded in `csv_rejects_table(fid)` with its line instead of failing the file."""
     comp = f", compression={sql_str(source.compression)}" if source.compression else ""
+    rejects = ""
+    if fid is not None:
+        rejects = (
+            f", store_rejects=true, rejects_table={sql_str(csv_rejects_table(fid))}, "
+            f"rejects_scan={sql_str(f'_csv_scans_{fid}')}"
+        )
+    if source.csv_header:  # the sniffer failed on a malformed row: the header read in Python
+        cols = "{" + ", ".join(f"{sql_str(c)}: 'VARCHAR'" for c in source.csv_header) + "}"
+        rejects += f", auto_detect=false, columns={cols}"
     # Explicit dialect: sniffing a delimiter on odd data would silently misread it.
     # allow_quoted_nulls=false keeps a quoted "" as an empty string (a redacted prompt),
     # while an unquoted empty cell is absent.
     return (
         f"read_csv({sql_str(str(source.path))}, header=true, all_varchar=true, delim=',', "
-        f"quote='\"', escape='\"', allow_quoted_nulls=false, strict_mode=true{comp})"
+        f"quote='\"', escape='\"', allow_quoted_nulls=false, strict_mode=true{comp}{rejects})"
     )
+
+
+def csv_header(source: SourceFile) -> list[str]:
+    """Column names from the first CSV record, read in Python (for files whose malformed rows
+    stop DuckDB's dialect sniffer); later copies of a name get `_1`, `_2`... as DuckDB does."""
+    from distillguard.ingest.adapters import open_text
+
+    try:
+        with open_text(source.path) as fh:
+            first = next(csv.reader(fh), None)
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error, zstandard.ZstdError) as exc:
+        raise UserError(f"{source.display}: not a readable CSV file ({one_line(exc)})") from None
+    if not first:
+        raise UserError(f"{source.display}: no CSV header")
+    names: list[str] = []
+    for raw in first:
+        name = raw.lstrip("\ufeff") if not names else raw
+        base, n = name, 0
+        while name in names:
+            n += 1
+            name = f"{base}_{n}"
+        names.append(name)
+    return names
 
 
 def json_reader(source: SourceFile, columns: dict[str, str]) -> str:

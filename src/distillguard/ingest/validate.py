@@ -13,6 +13,7 @@ from distillguard.ingest.sections import FieldRule, Section
 from distillguard.ingest.sources import (
     PROVENANCE_COLUMNS,
     SourceFile,
+    csv_header,
     csv_reader,
     describe,
     json_reader,
@@ -179,14 +180,34 @@ def _json_columns(section: Section) -> dict[str, str]:
     return {r.name: ("VARCHAR" if r.kind in _TEXT_KINDS else "JSON") for r in section.rules}
 
 
+def _csv_reader_and_types(
+    con: duckdb.DuckDBPyConnection, source: SourceFile, fid: int
+) -> tuple[str, dict[str, str]]:
+    """A CSV file whose malformed rows become rejects. DuckDB's dialect sniffer gives up when
+    such a row is among the rows it samples; then the header is read in Python instead."""
+    if not source.columns:
+        try:
+            source.columns = describe(con, csv_reader(source), source.display)
+        except UserError as exc:
+            if "sniffing" not in str(exc):
+                raise
+            source.csv_header = csv_header(source)
+            source.columns = {c: "VARCHAR" for c in source.csv_header}
+    return csv_reader(source, fid), source.columns
+
+
 def _reader_and_types(
-    con: duckdb.DuckDBPyConnection, source: SourceFile, section: Section, row_numbers: bool
+    con: duckdb.DuckDBPyConnection,
+    source: SourceFile,
+    section: Section,
+    row_numbers: bool,
+    fid: int,
 ) -> tuple[str, dict[str, str]]:
     if source.format == "jsonl":
         return json_reader(source, _json_columns(section)), _json_columns(section)
     if source.format == "csv":
-        reader = csv_reader(source)
-    elif source.format == "parquet":
+        return _csv_reader_and_types(con, source, fid)
+    if source.format == "parquet":
         reader = parquet_reader(source, row_numbers)
     else:
         reader = str(source.arrow_view)
@@ -222,7 +243,7 @@ def typed_select(
     only: tuple[str, ...] | None = None,
 ) -> str:
     """One file as `_fid, _row, _line, _blank, <field>__p, __v, __r` (+ `__t` for addresses)."""
-    reader, types = _reader_and_types(con, source, section, row_numbers)
+    reader, types = _reader_and_types(con, source, section, row_numbers, fid)
     row, line = _row_expressions(source, row_numbers)
     cols = [f"{fid}::INTEGER AS _fid", f"{row}::BIGINT AS _row", f"{line}::BIGINT AS _line"]
     read = [sql_ident(r.name) for r in section.rules if r.name in types]
