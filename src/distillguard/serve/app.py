@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from distillguard.serve.auth import Authenticator
-from distillguard.serve.config import ServeConfig
+from distillguard.serve.config import ServeConfig, signup_policy
+from distillguard.serve.multiproc import Runtime
 from distillguard.serve.otlp import decode_otlp, otlp_response
 from distillguard.serve.service import Outcome, Service
 from distillguard.serve.signups import register_signups
@@ -100,9 +101,13 @@ class CountRequests:
             self.metrics.inc("distillguard_http_requests_total", route=path, status=status)
 
 
-def create_app(cfg: ServeConfig, service: Service | None = None) -> FastAPI:
-    """The FastAPI app; the service's workers start and stop with the app's lifespan."""
-    svc = service or Service(cfg)
+def create_app(
+    cfg: ServeConfig, service: Service | None = None, runtime: Runtime | None = None
+) -> FastAPI:
+    """The FastAPI app; the service's workers start and stop with the app's lifespan.
+    `runtime`: this app is one of several request processes (serve/multiproc.py)."""
+    signup = signup_policy(cfg)  # a bad policy file fails here, before any state is opened
+    svc = service or Service(cfg, runtime=runtime)
     auth = Authenticator(cfg.tokens, bool(cfg.get("auth", "disabled")))
     limit = int(cfg.get("server", "max_body_bytes"))
 
@@ -168,7 +173,7 @@ def create_app(cfg: ServeConfig, service: Service | None = None) -> FastAPI:
     async def get_campaigns() -> Response:
         return JSONResponse(await run_in_threadpool(svc.campaigns_view))
 
-    register_signups(app, svc, write, limit)  # POST /v1/signups (serve/signups.py)
+    register_signups(app, svc, write, limit, signup)  # POST /v1/signups (serve/signups.py)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -177,7 +182,7 @@ def create_app(cfg: ServeConfig, service: Service | None = None) -> FastAPI:
     @app.get("/metrics", dependencies=[read])
     async def metrics() -> Response:
         return PlainTextResponse(
-            svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            svc.render_metrics(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
     return app

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from distillguard.errors import UserError
+
+if TYPE_CHECKING:
+    from distillguard.serve.config import ServeConfig
+    from distillguard.serve.multiproc import Runtime
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -23,22 +29,44 @@ def serve_command(
     port: int = typer.Option(None, "--port", help="port (default from config)"),
 ) -> None:
     """Real-time scoring service for API gateways: POST events, get decisions."""
-    import uvicorn
-
-    from distillguard.serve.app import create_app
-    from distillguard.serve.config import load_config
+    from distillguard.serve.config import load_config, signup_policy
 
     cfg = load_config(config)
+    signup_policy(cfg)  # a bad policy file stops the start here (exit 2), not in a worker
     host = host or cfg.get("server", "host")
     port = port or int(cfg.get("server", "port"))
     if not 0 < port < 65536:
         raise UserError(f"bad port {port}")
-    app = create_app(cfg)
+    workers = int(cfg.get("server", "workers"))
+    backend = cfg.get("state", "backend")
+    typer.echo(f"distillguard serve on http://{host}:{port} (state: {backend}, workers: {workers})")
+    if workers > 1:
+        from distillguard.serve.multiproc import run_workers
+
+        run_workers(config, host, port, workers)
+    else:
+        run_single(cfg, host, port)
+
+
+def run_single(
+    cfg: ServeConfig,
+    host: str,
+    port: int,
+    runtime: Runtime | None = None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """One request process: the app under uvicorn (on `sockets` when the supervisor bound
+    them, see serve/multiproc.py)."""
+    import uvicorn
+
+    from distillguard.serve.app import create_app
+
+    app = create_app(cfg, runtime=runtime)
     # The request path shares the GIL with the signal and analysis threads' Arrow glue: a
     # shorter switch interval (default 5 ms) bounds how long a POST waits for its turn.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    typer.echo(f"distillguard serve on http://{host}:{port} (state: {cfg.get('state', 'backend')})")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 def token_command(

@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,9 +14,13 @@ import pyarrow.parquet as pq
 
 from distillguard.errors import UserError
 
+if TYPE_CHECKING:
+    from distillguard.signup.policy import SignupPolicy
+
 DEFAULT_PATH = Path(__file__).with_name("default.toml")
 BACKENDS = ("sqlite", "redis")
 SYNC_MODES = ("FULL", "NORMAL", "EXTRA")
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,20 @@ class ServeConfig:
 
     @property
     def state_path(self) -> Path:
-        path = Path(self.get("state", "path"))
+        return self.resolve(self.get("state", "path"))
+
+    def resolve(self, name: str) -> Path:
+        """A path from the config: relative ones are relative to the config file's folder."""
+        path = Path(name)
         return path if path.is_absolute() else self.base_dir / path
+
+
+def signup_policy(cfg: ServeConfig) -> SignupPolicy:
+    """`[signups].policy` (a file with a `[signup]` table), or the shipped default policy."""
+    from distillguard.signup.policy import load_signup_policy
+
+    name = cfg.get("signups", "policy")
+    return load_signup_policy(cfg.resolve(name) if name else None)
 
 
 def _release_ms(value: Any, where: str) -> int:
@@ -130,9 +146,11 @@ def _check(raw: dict[str, Any]) -> None:
     d = raw["decisions"]
     if not 0 <= d["throttle"] <= d["challenge"] <= d["block"] <= 1:
         raise UserError("config: need 0 <= throttle <= challenge <= block <= 1 in [decisions]")
-    for key in ("max_body_bytes", "max_batch_events"):
+    for key in ("max_body_bytes", "max_batch_events", "workers"):
         if int(raw["server"][key]) <= 0:
             raise UserError(f"config: server.{key} must be positive")
+    if int(raw["server"]["workers"]) > MAX_WORKERS:
+        raise UserError(f"config: server.workers must be at most {MAX_WORKERS}")
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ServeConfig:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -31,6 +32,7 @@ class Metrics:
         "distillguard_analysis_seconds": ("gauge", "Duration of the last analysis run."),
         "distillguard_campaigns": ("gauge", "Campaigns active after the last analysis."),
         "distillguard_alerts_total": ("counter", "New-campaign alerts sent, by outcome."),
+        "distillguard_signup_decisions_total": ("counter", "Sign-ups judged, by decision."),
         "distillguard_batch_seconds": ("histogram", "Time to decide one POSTed batch."),
     }
 
@@ -58,23 +60,49 @@ class Metrics:
         with self._lock:
             return self._values[name].get(tuple(sorted(labels.items())), 0.0)
 
-    def render(self) -> str:
-        lines: list[str] = []
+    def snapshot(self) -> dict[str, Any]:
+        """Every value as JSON-able data, for the other request processes to add up."""
         with self._lock:
-            for name, (kind, text) in self.HELP.items():
-                lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-                if kind == "histogram":
-                    cumulative = 0
-                    for bound, count in zip(LATENCY_BUCKETS, self._hist, strict=False):
-                        cumulative += count
-                        lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-                    total = sum(self._hist)
-                    lines += [
-                        f'{name}_bucket{{le="+Inf"}} {total}',
-                        f"{name}_sum {self._hist_sum:.6f}",
-                        f"{name}_count {total}",
-                    ]
-                    continue
-                for labels, v in sorted(self._values.get(name, {}).items()):
-                    lines.append(f"{name}{_labels(labels)} {v:g}")
+            return {
+                "values": [
+                    [name, [list(kv) for kv in labels], v]
+                    for name, series in self._values.items()
+                    for labels, v in series.items()
+                ],
+                "hist": list(self._hist),
+                "hist_sum": self._hist_sum,
+            }
+
+    def render(self, others: Sequence[dict[str, Any]] = ()) -> str:
+        """Text format; `others` (snapshots of other processes) are added in: counters and
+        the histogram are summed, and so are gauges (each is set by one process only, or is a
+        per-process amount such as the signal queue)."""
+        with self._lock:
+            values = {name: dict(series) for name, series in self._values.items()}
+            hist, hist_sum = list(self._hist), self._hist_sum
+        for snap in others:
+            for name, labels, v in snap.get("values", []):
+                key = tuple((str(k), str(x)) for k, x in labels)
+                series = values.setdefault(name, {})
+                series[key] = series.get(key, 0.0) + float(v)
+            for i, n in enumerate(snap.get("hist", [])[: len(hist)]):
+                hist[i] += int(n)
+            hist_sum += float(snap.get("hist_sum", 0.0))
+        lines: list[str] = []
+        for name, (kind, text) in self.HELP.items():
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            if kind == "histogram":
+                cumulative = 0
+                for bound, count in zip(LATENCY_BUCKETS, hist, strict=False):
+                    cumulative += count
+                    lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+                total = sum(hist)
+                lines += [
+                    f'{name}_bucket{{le="+Inf"}} {total}',
+                    f"{name}_sum {hist_sum:.6f}",
+                    f"{name}_count {total}",
+                ]
+                continue
+            for labels, v in sorted(values.get(name, {}).items()):
+                lines.append(f"{name}{_labels(labels)} {v:g}")
         return "\n".join(lines) + "\n"

@@ -48,6 +48,12 @@ from distillguard.serve.features import (
     to_ipc,
 )
 from distillguard.serve.metrics import Metrics
+from distillguard.serve.multiproc import (
+    METRICS_EVERY_S,
+    Runtime,
+    other_metrics,
+    write_metrics,
+)
 from distillguard.serve.store import Commit, SqliteStore, Store, Windows
 from distillguard.serve.validate import EventValidator, Rejected
 from distillguard.serve.workers import Worker, analyse_ipc, analyse_sqlite, signals_ipc
@@ -59,6 +65,8 @@ MAX_REPORTED_REJECTS = 100
 COMMIT_ATTEMPTS = 5
 SIGNAL_COMMIT_ROWS = 256
 SIDE_ATTEMPTS = 3
+VERDICTS_STAMP_KEY = "verdicts_stamp"
+VERDICTS_REFRESH_S = 1.0
 
 
 @dataclass
@@ -121,11 +129,17 @@ class _Side:
 class Service:
     """Ingest, decisions, state and background work of `distillguard serve`."""
 
-    def __init__(self, cfg: ServeConfig, store: Store | None = None) -> None:
+    def __init__(
+        self, cfg: ServeConfig, store: Store | None = None, runtime: Runtime | None = None
+    ) -> None:
         self.cfg = cfg
         self.store = store or open_store(cfg)
         self.validator = EventValidator()
+        self.runtime = runtime  # set when this is one of several request processes
         self.metrics = Metrics()
+        self._analysis_lead = runtime.lock("analysis") if runtime else None
+        self._leads_analysis = runtime is None
+        self._verdicts_stamp: bytes | None = None
         self.policy = Policy.from_config(cfg.raw)
         self.short_hours = int(cfg.get("windows", "short_hours"))
         self.long_hours = int(cfg.get("windows", "long_hours"))
@@ -151,8 +165,8 @@ class Service:
         self._analysis_worker = Worker(bool(cfg.get("analysis", "process")))
         clock = self.store.get_kv("clock")
         self.clock_ms = int(clock) if clock else 0
-        saved = self.store.get_kv(VERDICTS_KEY)
-        self.analysis: AnalysisResult | None = AnalysisResult.from_json(saved) if saved else None
+        self.analysis: AnalysisResult | None = None
+        self._load_verdicts()
 
     # ----------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -161,6 +175,8 @@ class Service:
             self._spawn("dg-signals", self._signal_loop)
         if float(self.cfg.get("analysis", "interval_s")) > 0:
             self._spawn("dg-analysis", self._analysis_loop)
+        if self.runtime is not None:
+            self._spawn("dg-metrics", self._metrics_loop)
 
     def _spawn(self, name: str, target: Any) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -181,6 +197,10 @@ class Service:
         self._commit_thread.join(timeout=30)
         self._signal_worker.stop()
         self._analysis_worker.stop()
+        if self.runtime is not None:
+            write_metrics(self.runtime, self.metrics.snapshot())
+        if self._analysis_lead is not None:
+            self._analysis_lead.close()  # closing the file releases the lock
         self.store.close()
 
     # ----------------------------------------------------------------------------- ingest
@@ -466,12 +486,46 @@ class Service:
 
     # ----------------------------------------------------------------------------- analysis
     def _analysis_loop(self) -> None:
+        """Runs the analysis every `interval_s` in the process that leads it; the others (with
+        several request processes) take over if the leader dies and meanwhile reload its
+        verdicts whenever they change."""
         interval = float(self.cfg.get("analysis", "interval_s"))
-        while not self._stop.wait(interval):
+        due = time.monotonic() + interval
+        tick = interval if self.runtime is None else min(interval, VERDICTS_REFRESH_S)
+        while not self._stop.wait(max(0.0, min(tick, due - time.monotonic()))):
             try:
-                self.run_analysis()
+                if not self._leads_analysis and self._analysis_lead is not None:
+                    self._leads_analysis = self._analysis_lead.acquire(blocking=False)
+                if not self._leads_analysis:
+                    self._load_verdicts()
+                elif time.monotonic() >= due:
+                    due = time.monotonic() + interval
+                    self.run_analysis()
             except Exception:
                 log.exception("background analysis failed")
+
+    def _load_verdicts(self) -> None:
+        """The stored verdicts, if they changed since this process last read them."""
+        stamp = self.store.get_kv(VERDICTS_STAMP_KEY)
+        if self.analysis is not None and stamp == self._verdicts_stamp:
+            return
+        saved = self.store.get_kv(VERDICTS_KEY)
+        if saved:
+            self.analysis = AnalysisResult.from_json(saved)
+            self._verdicts_stamp = stamp
+
+    def _metrics_loop(self) -> None:
+        assert self.runtime is not None
+        while not self._stop.wait(METRICS_EVERY_S):
+            try:
+                write_metrics(self.runtime, self.metrics.snapshot())
+            except OSError:
+                log.exception("could not write the metrics snapshot")
+
+    def render_metrics(self) -> str:
+        """Prometheus text: this process's counters plus the other request processes'."""
+        others = other_metrics(self.runtime) if self.runtime is not None else []
+        return self.metrics.render(others)
 
     def run_analysis(self) -> AnalysisResult | None:
         """Linkage + Leiden + scoring over the recent window; swaps in the new verdicts."""
@@ -504,6 +558,9 @@ class Service:
             sent = alert_pending(registry, self.cfg.raw["alerts"])
             self.store.put_kv(REGISTRY_KEY, json.dumps(registry).encode())
             self.store.put_kv(VERDICTS_KEY, result.to_json())
+            stamp = str(time.time_ns()).encode()
+            self.store.put_kv(VERDICTS_STAMP_KEY, stamp)  # other processes reload on change
+            self._verdicts_stamp = stamp
             self.analysis = result
             retention = int(self.cfg.get("state", "retention_hours"))
             self.store.prune(self.clock_ms // MS_PER_HOUR - retention)
@@ -561,6 +618,11 @@ class Service:
         return {
             "status": "ok",
             "backend": self.cfg.get("state", "backend"),
+            # which request process answered (several with `server.workers`), and whether it
+            # is the one running the background analysis
+            "worker": self.runtime.index if self.runtime else 0,
+            "workers": self.runtime.count if self.runtime else 1,
+            "leads_analysis": self._leads_analysis,
             "clock_ms": self.clock_ms,
             "signal_queue": queued,
             "last_analysis": None

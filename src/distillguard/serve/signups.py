@@ -18,6 +18,7 @@ import ipaddress
 import json
 import threading
 import time
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +27,11 @@ import pyarrow.compute as pc
 from fastapi import Request, Response
 
 from distillguard import contract
+from distillguard.serve.config import signup_policy
 from distillguard.signup.decide import check_signups
 from distillguard.signup.features import as_history, prepare_new
 from distillguard.signup.known import HISTORY_SCHEMA, TRAFFIC_SCHEMA, KnownState
-from distillguard.signup.policy import SignupPolicy, load_signup_policy
+from distillguard.signup.policy import SignupPolicy
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from distillguard.serve.service import Service
 
 HISTORY_KEY = "signups"
+REVISION_KEY = "signups_revision"
+SIGNUP_DECISIONS = ("allow", "require_verification", "deny")
 MAX_HISTORY = 500_000  # newest sign-ups kept for bursts, naming patterns and identity links
 STRING_FIELDS = (
     "email_domain",
@@ -130,19 +134,26 @@ class SignupDesk:
 
     def __init__(self, svc: Service, policy: SignupPolicy | None = None) -> None:
         self.svc = svc
-        self.policy = policy or load_signup_policy(None)
-        self.lock = threading.Lock()
+        self.policy = policy or signup_policy(svc.cfg)
+        # Several request processes share the stored history: judging is serialised across
+        # them too, and a process reloads the history when another one changed it.
+        self.lock: Any = svc.runtime.lock("signups") if svc.runtime else threading.Lock()
         self._history: pa.Table | None = None
+        self._revision: bytes | None = None
         self._traffic: tuple[int | None, pa.Table | None] = (None, None)
+        for decision in SIGNUP_DECISIONS:  # every series from the start, at 0
+            svc.metrics.inc("distillguard_signup_decisions_total", 0.0, decision=decision)
 
     def history(self) -> pa.Table:
-        if self._history is None:
+        revision = self.svc.store.get_kv(REVISION_KEY)
+        if self._history is None or revision != self._revision:
             raw = self.svc.store.get_kv(HISTORY_KEY)
             self._history = (
                 pa.ipc.open_stream(raw).read_all().cast(HISTORY_SCHEMA)
                 if raw
                 else HISTORY_SCHEMA.empty_table()
             )
+            self._revision = revision
         return self._history
 
     def _save(self, history: pa.Table) -> None:
@@ -152,6 +163,10 @@ class SignupDesk:
             order = pc.sort_indices(history, [("created_ms", "descending")])
             history = history.take(order[:MAX_HISTORY])
         self._history = history
+        # The revision first: a crash between the two writes makes the others reload, not
+        # keep a stale copy.
+        self._revision = uuid.uuid4().hex.encode()
+        self.svc.store.put_kv(REVISION_KEY, self._revision)
         self.svc.store.put_kv(HISTORY_KEY, to_ipc(history))
 
     def _verdicts(self) -> pa.Table:
@@ -204,6 +219,12 @@ class SignupDesk:
                 self._verdicts(), history, self._traffic_table(), self.policy, exclude=ids
             )
             decisions = check_signups(new, known, self.policy)
+            for item in pc.value_counts(decisions["decision"]).to_pylist():
+                self.svc.metrics.inc(
+                    "distillguard_signup_decisions_total",
+                    float(item["counts"]),
+                    decision=str(item["values"]),
+                )
             # what is kept of these sign-ups: never the address (prepare_new drops it)
             kept = as_history(prepare_new(new, None))
             del new
@@ -221,14 +242,16 @@ class SignupDesk:
         }
 
 
-def register_signups(app: FastAPI, svc: Service, write: Depends, limit: int) -> None:
+def register_signups(
+    app: FastAPI, svc: Service, write: Depends, limit: int, policy: SignupPolicy | None = None
+) -> None:
     """Adds `POST /v1/signups` (write scope) to the service's app."""
     # (Request and Response are module-level: FastAPI resolves the handler's annotations there)
     from starlette.concurrency import run_in_threadpool
 
     from distillguard.serve.app import HttpError, read_body
 
-    desk = SignupDesk(svc)
+    desk = SignupDesk(svc, policy)
     app.state.signups = desk
     max_accounts = int(svc.cfg.get("server", "max_batch_events"))
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillguard.serve.multiproc import FileLock
+
 MS_PER_HOUR = 3_600_000
 
 # Counters kept per account and hour. Event counters are known at request time; signal
@@ -200,7 +202,9 @@ class SqliteStore(Store):
         self.path = path
         self._w = self._connect(synchronous)
         self._r = self._connect(synchronous)
-        self._wlock = threading.Lock()
+        # Writers queue on a lock file, across threads and processes (`server.workers`):
+        # SQLite's own busy handler would make a waiting process sleep 1, 2, 5, 10... ms.
+        self._wlock = FileLock(path.with_name(path.name + "-write.lock"))
         self._rlock = threading.Lock()
         self._create()
         # Checkpoints copy WAL pages into the database file (and fsync it): done by the
@@ -454,6 +458,7 @@ class SqliteStore(Store):
         with self._wlock, self._rlock:
             self._r.close()
             self._w.close()
+        self._wlock.close()
 
 
 class SqliteBlobReader:

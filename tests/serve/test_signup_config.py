@@ -1,0 +1,64 @@
+"""`[signups].policy` in the service config, and sign-up decisions counted in `/metrics`."""
+
+from __future__ import annotations
+
+import pytest
+
+from distillguard.errors import UserError
+from distillguard.serve.app import create_app
+from distillguard.serve.config import load_config, signup_policy
+from tests.serve.conftest import READ, WRITE, make_config
+
+ORDINARY = {"account_id": "a1", "email": "ana.silva@gmail.com", "tier": "pro"}
+
+
+def _decide(client, account: dict) -> str:
+    r = client.post("/v1/signups", json={"accounts": [account]}, headers=WRITE)
+    assert r.status_code == 200
+    return r.json()["decisions"][0]["decision"]
+
+
+def _signup_counts(client) -> dict[str, float]:
+    text = client.get("/metrics", headers=READ).text
+    prefix = "distillguard_signup_decisions_total{"
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('decision="')[1].split('"')[0]] = float(value)
+    return out
+
+
+def test_policy_key_changes_decisions_and_metrics_count_them(client_factory, tmp_path):
+    default = client_factory()
+    assert _signup_counts(default) == {"allow": 0, "require_verification": 0, "deny": 0}
+    assert _decide(default, ORDINARY) == "allow"
+    assert _decide(default, dict(ORDINARY, account_id="a2")) == "allow"
+    assert _signup_counts(default) == {"allow": 2, "require_verification": 0, "deny": 0}
+
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[signup]\nverify_score = 0.0\n")  # every sign-up must verify
+    verify = client_factory(state={"path": str(tmp_path / "v.db")}, signups={"policy": str(strict)})
+    assert _decide(verify, ORDINARY) == "require_verification"
+    assert _signup_counts(verify) == {"allow": 0, "require_verification": 1, "deny": 0}
+
+    closed = tmp_path / "closed.toml"
+    closed.write_text(
+        "[signup]\ndeny_score = 0.0\ndeny_min_evidence = 0\ndeny_requires_identity = false\n"
+    )
+    deny = client_factory(state={"path": str(tmp_path / "d.db")}, signups={"policy": str(closed)})
+    assert _decide(deny, ORDINARY) == "deny"
+    assert _signup_counts(deny) == {"allow": 0, "require_verification": 0, "deny": 1}
+
+
+def test_policy_path_is_relative_to_the_config_and_checked_at_start(tmp_path):
+    (tmp_path / "policy.toml").write_text("[signup]\nverify_score = 1.25\n")
+    config = tmp_path / "serve.toml"
+    config.write_text('[auth]\ndisabled = true\n[signups]\npolicy = "policy.toml"\n')
+    assert signup_policy(load_config(config)).verify_score == 1.25
+
+    (tmp_path / "policy.toml").write_text("[signup]\nverify_scor = 1.25\n")  # a typo
+    with pytest.raises(UserError, match="verify_scor"):
+        create_app(make_config(tmp_path, signups={"policy": str(tmp_path / "policy.toml")}))
+    with pytest.raises(UserError, match="cannot read policy"):
+        create_app(make_config(tmp_path, signups={"policy": str(tmp_path / "missing.toml")}))

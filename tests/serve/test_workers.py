@@ -1,0 +1,142 @@
+"""`server.workers = 2`: two request processes on one port sharing the SQLite state."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+from distillguard.serve.harness import ServerProcess, write_config
+from tests.serve.conftest import READ, READ_TOKEN, WRITE, WRITE_TOKEN, free_port
+from tests.serve.traffic import hydra, normal_user
+
+HEADERS = {**WRITE, "Content-Type": "application/json"}
+
+
+def _call(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None) -> Any:
+    payload = None if body is None else json.dumps(body).encode()
+    headers = HEADERS if method == "POST" else READ
+    conn.request(method, path, body=payload, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    assert response.status == 200, (response.status, data[:300])
+    return data.decode() if path == "/metrics" else json.loads(data)
+
+
+def _one_connection_per_worker(port: int) -> dict[int, http.client.HTTPConnection]:
+    """Keep-alive connections until each worker holds one (the kernel spreads them)."""
+    found: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(200):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        worker = _call(conn, "GET", "/healthz")["worker"]
+        if worker in found:
+            conn.close()
+        else:
+            found[worker] = conn
+        if len(found) == 2:
+            return found
+    raise AssertionError(f"connections reached only workers {sorted(found)}")
+
+
+def _without_duplicate_flag(decisions: list[dict]) -> list[dict]:
+    return [{k: v for k, v in d.items() if k != "duplicate"} for d in decisions]
+
+
+def _metric(text: str, prefix: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "serve.toml", port, WRITE_TOKEN, READ_TOKEN,
+        **{"server.workers": "2", "analysis.interval_s": "1", "analysis.min_accounts": "2",
+           "signals.flush_ms": "200"},
+    )  # fmt: skip
+    server = ServerProcess(cfg, port, tmp_path / "server.log")
+    server.start(timeout=120)
+    try:
+        conns = _one_connection_per_worker(port)
+        deadline = time.time() + 60
+        leads = {}
+        while time.time() < deadline:  # one process takes the analysis lock, the other not
+            leads = {w: _call(c, "GET", "/healthz")["leads_analysis"] for w, c in conns.items()}
+            if any(leads.values()):
+                break
+            time.sleep(0.2)
+        assert sorted(leads.values()) == [False, True]
+        follower = conns[next(w for w, lead in leads.items() if not lead)]
+
+        # Idempotent across processes: the other worker answers the stored decisions.
+        users = [e for k in range(4) for e in normal_user(f"user{k}", 25, seed=k)]
+        first = _call(conns[0], "POST", "/v1/events", {"events": users})
+        again = _call(conns[1], "POST", "/v1/events", {"events": users})
+        assert first["accepted"] == 100 and again["duplicates"] == 100
+        assert _without_duplicate_flag(again["decisions"]) == _without_duplicate_flag(
+            first["decisions"]
+        )
+
+        # The same new batch through both at once: every id is counted exactly once.
+        racing = [dict(e, request_id=e["request_id"] + "-race") for e in users]
+        results: dict[int, dict] = {}
+        threads = [
+            threading.Thread(
+                target=lambda w=w: results.__setitem__(
+                    w, _call(conns[w], "POST", "/v1/events", {"events": racing})
+                )
+            )
+            for w in conns
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(r["accepted"] for r in results.values()) == len(racing)
+        assert sum(r["duplicates"] for r in results.values()) == len(racing)
+
+        # The analysis (run by one process) reaches the other one's decisions.
+        cluster = hydra("hyd", accounts=6, n_each=30)
+        for i in range(0, len(cluster), 90):
+            _call(conns[0], "POST", "/v1/events", {"events": cluster[i : i + 90]})
+        campaigns: list = []
+        deadline = time.time() + 90
+        while time.time() < deadline and not campaigns:
+            campaigns = _call(follower, "GET", "/v1/campaigns")["campaigns"]
+            time.sleep(0.5)
+        assert len(campaigns) == 1
+        later = hydra("hyd", accounts=6, n_each=1, seed=9, start=cluster[-1]["timestamp"] + 60_000)
+        later = [dict(e, request_id=e["request_id"] + "-late") for e in later]
+        decided = _call(follower, "POST", "/v1/events", {"events": later})["decisions"]
+        assert {d["decision"] for d in decided} <= {"challenge", "block"}
+        assert {d["campaign_id"] for d in decided} == {campaigns[0]["campaign_id"]}
+
+        # /metrics adds up both processes' counters (each writes its own every second).
+        accepted = len(users) + len(racing) + len(cluster) + len(later)
+        time.sleep(2.5)
+        for conn in conns.values():
+            conn.close()  # idle ones may have been closed by the server (keep-alive timeout)
+        conns = _one_connection_per_worker(port)
+        for conn in conns.values():
+            text = _call(conn, "GET", "/metrics")
+            assert _metric(text, "distillguard_events_total{") == accepted
+            assert _metric(text, "distillguard_duplicate_events_total") == 200
+            assert _metric(text, "distillguard_analysis_runs_total") >= 1
+
+        # kill -9 of the supervisor takes both workers with it; nothing acknowledged is lost.
+        for conn in conns.values():
+            conn.close()
+        server.kill9()
+        time.sleep(0.5)
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # nobody left on the port
+        server.start(timeout=120)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        assert _call(conn, "POST", "/v1/events", {"events": users + racing})["duplicates"] == 200
+        conn.close()
+    finally:
+        server.stop()
