@@ -150,14 +150,16 @@ def replay(scenario: str, seed: int, scale: float, checkpoints: list[float]) -> 
     con.register("labels", labels)
     con.register("signups", signups.select(["account_id", "replacement"]))
     con.register("first", _first_requests(sim))
+    con.register("fails", _path_check_fails(accounts, policy))
     rows = con.execute(
         """
         SELECT d.account_id, l.persona, l.campaign_id AS true_campaign, s.replacement,
-               d.decision, d.verification, d.evidence, d.checkpoint_day,
+               d.decision, d.verification, d.evidence, d.checkpoint_day, d.tier,
                list_contains(string_split(d.detected, ','), l.campaign_id) AS campaign_detected,
-               f.first_request_ms IS NULL OR f.first_request_ms > d.created_ms AS before_first
+               f.first_request_ms IS NULL OR f.first_request_ms > d.created_ms AS before_first,
+               x.check_name, x.check_fails
         FROM d JOIN labels l USING (account_id) JOIN signups s USING (account_id)
-        LEFT JOIN first f USING (account_id)
+        LEFT JOIN first f USING (account_id) LEFT JOIN fails x USING (account_id)
         """
     ).to_arrow_table()
     con.close()
@@ -174,6 +176,35 @@ def replay(scenario: str, seed: int, scale: float, checkpoints: list[float]) -> 
         "benign_stress": stress,
         "attacker_stress": attackers,
     }
+
+
+def _path_check_fails(accounts: pa.Table, policy: SignupPolicy) -> pa.Table:
+    """Per account: the verification its sign-up path asks for, and whether that check would
+    fail it (`signup.paths` rules; a card counts as shared when any other account holds it)."""
+    from distillguard.signup.paths import _fails
+
+    pay = accounts["payment_fingerprint"].combine_chunks()
+    counts = pc.value_counts(pay.filter(pc.is_valid(pay)))
+    shared = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    tiers = pc.coalesce(pc.utf8_lower(accounts["tier"]), pa.scalar("unknown"))
+    t = pa.table(
+        {
+            "domain": pc.utf8_lower(accounts["email_domain"]),
+            "org_id": accounts["org_id"],
+            # a shared card keeps its value; an own card is made unique per row below
+            "payment": pc.if_else(pc.is_in(pay, value_set=shared), pay, accounts["account_id"]),
+        }
+    )
+    checks = [policy.checks.get(x, policy.checks.get("unknown", "payment")) for x in
+              tiers.to_pylist()]  # fmt: skip
+    fails = {c: _fails(t, c).to_pylist() for c in set(checks)}
+    return pa.table(
+        {
+            "account_id": accounts["account_id"],
+            "check_name": pa.array(checks, pa.string()),
+            "check_fails": pa.array([fails[c][i] for i, c in enumerate(checks)], pa.bool_()),
+        }
+    )
 
 
 def _start_ms(truth: dict) -> int:
@@ -194,6 +225,11 @@ def _summarise(rows: pa.Table) -> dict:
     for x in caught:
         for e in x["evidence"]:
             evidence[e] += 1
+    missed = [x for x in repl if x["decision"] == "allow"]
+    missed_evidence: dict[str, int] = defaultdict(int)
+    for x in missed:
+        for e in x["evidence"] or ["none"]:
+            missed_evidence[e] += 1
     undetected = [x for x in r if x["replacement"] and not x["campaign_detected"]]
     benign = [x for x in r if x["true_campaign"] is None]
     per_persona: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -211,6 +247,13 @@ def _summarise(rows: pa.Table) -> dict:
             Counter(x["verification"] for x in caught if x["verification"])
         ),
         "caught_evidence": dict(sorted(evidence.items(), key=lambda kv: -kv[1])),
+        "missed_evidence": dict(sorted(missed_evidence.items(), key=lambda kv: -kv[1])),
+        # what the path's own verification would do to the missed ones, had it been asked for
+        "missed_by_check": dict(
+            Counter(
+                f"{x['check_name']}:{'fails' if x['check_fails'] else 'passes'}" for x in missed
+            )
+        ),
         "replacements_of_undetected": len(undetected),
         "undetected_caught": sum(x["decision"] != "allow" for x in undetected),
         "benign_signups": len(benign),
