@@ -1,7 +1,8 @@
 """Sign-up check (issue 9): replay sign-ups in time order against detection state of the past.
 
-    .venv/bin/python bench/signup.py [--scenarios seed-report evasive] [--seeds 901 902]
+    .venv/bin/python bench/signup.py [--scenarios seed-report evasive] [--seeds 611 612]
                                      [--scale 0.01] [--checkpoints 0.5 1 2 3 6 ... 27]
+                                     [--policy POLICY.toml]
 
 For each scenario and seed: simulate; at each checkpoint T (days after the start: twice in the
 first day, daily to day 3, then every 3 days) run `detect` on the events before T with the
@@ -16,9 +17,13 @@ Reported:
     account's first request (always, by construction of the replay; checked);
   * benign friction per persona: in-window benign sign-ups sent to verification or denied;
   * a larger benign check: every benign account judged against the last checkpoint's state in two
-    folds (each fold left out of what is known, so no account matches itself).
+    folds (each fold left out of what is known, so no account matches itself);
+  * for missed replacements: the evidence they had, and whether the verification their sign-up
+    path names would have failed them had it been asked for (`signup.paths` rules).
 
-Seeds used while writing the check: 1 (seed-report, evasive). The default seeds are held out.
+Seeds used while writing the check: 1 (seed-report, evasive); 901-904 held out for its first
+version (now spent). Third session: tuned on 601-606 (evasive) and 601-602 (seed-report); the
+default seeds 611, 612 (and 613-616 for evasive) were held out until the final run.
 Writes bench/out/signup/results.json and prints Markdown tables.
 """
 
@@ -45,7 +50,7 @@ from distillguard.simulate import simulate
 
 OUT = Path(__file__).parent / "out" / "signup"
 DAY_MS = 86_400_000
-HELD_OUT_SEEDS = (901, 902)
+HELD_OUT_SEEDS = (611, 612)
 MIN_DETECTED = 3  # a true campaign counts as detected with this many accounts in campaigns
 
 
@@ -108,7 +113,9 @@ def _first_requests(sim: Path) -> pa.Table:
     ).to_arrow_table()
 
 
-def replay(scenario: str, seed: int, scale: float, checkpoints: list[float]) -> dict:
+def replay(
+    scenario: str, seed: int, scale: float, checkpoints: list[float], policy_path: Path | None
+) -> dict:
     started = time.perf_counter()
     sim = _sim(scenario, seed, scale)
     truth = json.loads((sim / "truth.json").read_text())
@@ -116,7 +123,7 @@ def replay(scenario: str, seed: int, scale: float, checkpoints: list[float]) -> 
     accounts = pq.read_table(sim / "accounts.parquet")
     labels = pq.read_table(sim / "labels.parquet")
     signups = pq.read_table(sim / "signups.parquet")
-    policy = load_signup_policy(None)
+    policy = load_signup_policy(policy_path)
     created = pc.cast(accounts["created_at"], pa.int64())
     days = [d for d in checkpoints if 0 < d < truth["days"]]
     judged: list[pa.Table] = []
@@ -355,15 +362,17 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=list(HELD_OUT_SEEDS))
     ap.add_argument("--scale", type=float, default=0.01)
     ap.add_argument("--checkpoints", nargs="+", type=float, default=[0.5, 1, 2, *range(3, 28, 3)])
+    ap.add_argument("--policy", type=Path, default=None, help="policy file (default: shipped)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
     for scenario in args.scenarios:
         for seed in args.seeds:
-            results.append(replay(scenario, seed, args.scale, args.checkpoints))
+            results.append(replay(scenario, seed, args.scale, args.checkpoints, args.policy))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "benign_stress"}),
                   flush=True)  # fmt: skip
     tag = "-".join([*args.scenarios, *map(str, args.seeds)])
+    tag += f"-{args.policy.stem}" if args.policy else ""
     (OUT / f"results-{tag}.json").write_text(json.dumps(results, indent=1))
     print(markdown(results))
 
