@@ -112,9 +112,14 @@ def is_genai(attrs: dict[str, Any]) -> bool:
     return any(str(k).startswith("gen_ai.") for k in attrs)
 
 
-def span_to_record(resource: dict[str, Any], span: dict[str, Any]) -> dict[str, str | None]:
-    """One GenAI span -> contract field -> string value (None when absent)."""
-    attrs = {**resource, **attributes(span.get("attributes"))}
+def span_to_record(
+    resource: dict[str, Any], span: dict[str, Any], span_attrs: dict[str, Any] | None = None
+) -> dict[str, str | None]:
+    """One GenAI span -> contract field -> string value (None when absent). `span_attrs`: the
+    span's attributes when the caller has already decoded them."""
+    if span_attrs is None:
+        span_attrs = attributes(span.get("attributes"))
+    attrs = {**resource, **span_attrs}
     inputs = parse_json_value(attrs.get("gen_ai.input.messages"))
     outputs = parse_json_value(attrs.get("gen_ai.output.messages"))
     instructions = parse_json_value(attrs.get("gen_ai.system_instructions"))
@@ -178,7 +183,7 @@ def payload_records(
         if not is_genai(attrs):
             stats["skipped_non_genai"] = stats.get("skipped_non_genai", 0) + 1
             continue
-        records.append(span_to_record(resource, span))
+        records.append(span_to_record(resource, span, attrs))  # attributes decoded once
         lines.append(line)
         rows.append(start_row + len(rows))
     return records, lines, rows
