@@ -353,7 +353,57 @@ def markdown(results: list[dict]) -> str:
                 f"{s.get('accounts', 0)} | {s.get('require_verification', 0)} | "
                 f"{s.get('deny', 0)} |"
             )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *totals(results)])
+
+
+def _add(into: dict[str, int], counts: dict[str, int]) -> None:
+    for k, v in counts.items():
+        into[k] = into.get(k, 0) + v
+
+
+def totals(results: list[dict]) -> list[str]:
+    """One row per scenario over all its seeds, and what the missed replacements had."""
+    lines = [
+        "Totals per scenario (all seeds of this run):",
+        "",
+        "| scenario | seeds | replacements caught | missed: evidence they had | missed: their "
+        "path's check, had it been asked | campaign accounts caught (leave-half-out) "
+        "| benign in-window verify / deny | benign leave-half-out verify / deny |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario in dict.fromkeys(r["scenario"] for r in results):
+        mine = [r for r in results if r["scenario"] == scenario]
+        ev: dict[str, int] = {}
+        checks: dict[str, int] = {}
+        stress = {"accounts": 0, "caught": 0}
+        benign = {"n": 0, "v": 0, "d": 0, "sn": 0, "sv": 0, "sd": 0}
+        for r in mine:
+            _add(ev, r["missed_evidence"])
+            _add(checks, r["missed_by_check"])
+            for v in (r.get("attacker_stress") or {}).values():
+                stress["accounts"] += v["accounts"]
+                stress["caught"] += v.get("deny", 0) + v.get("require_verification", 0)
+            benign["n"] += r["benign_signups"]
+            benign["v"] += r["benign_verified"]
+            benign["d"] += r["benign_denied"]
+            for v in (r.get("benign_stress") or {}).values():
+                benign["sn"] += v["accounts"]
+                benign["sv"] += v.get("require_verification", 0)
+                benign["sd"] += v.get("deny", 0)
+        n = sum(r["replacements_of_detected"] for r in mine)
+        c = sum(r["replacements_caught"] for r in mine)
+        share = f" ({c / n:.0%})" if n else ""
+        caught = stress["caught"] / stress["accounts"] if stress["accounts"] else 0.0
+        lines.append(
+            f"| {scenario} | {', '.join(str(r['seed']) for r in mine)} | {c} of {n}{share} | "
+            + (", ".join(f"{k} {v}" for k, v in sorted(ev.items(), key=lambda kv: -kv[1])) or "-")
+            + " | "
+            + (", ".join(f"{k} {v}" for k, v in sorted(checks.items())) or "-")
+            + f" | {stress['caught']} of {stress['accounts']} ({caught:.0%}) | "
+            f"{benign['v']} / {benign['d']} of {benign['n']} | "
+            f"{benign['sv']} / {benign['sd']} of {benign['sn']} |"
+        )
+    return lines
 
 
 def main() -> None:
