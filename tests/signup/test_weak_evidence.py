@@ -92,6 +92,10 @@ def test_card_paying_for_other_personal_accounts() -> None:
     colleague = one(known, payment_fingerprint="pm_company", org_id="org_1")
     assert "card_reuse" not in colleague["evidence"]
     assert "card_reuse" not in one(known, payment_fingerprint="pm_couple")["evidence"]
+    # a card already linked to a campaign is `payment`, not counted twice
+    burned = [history_row(a, payment="pm_burned") for a in CAMPAIGN]
+    linked = one(known_state(CAMPAIGN, burned), payment_fingerprint="pm_burned")
+    assert "payment" in linked["evidence"] and "card_reuse" not in linked["evidence"]
     # causal: holders signing up later do not count
     later = [history_row(f"l{i}", payment="pm_later", created_ms=T0 + DAY) for i in range(3)]
     first = one(known_state({}, later), payment_fingerprint="pm_later")

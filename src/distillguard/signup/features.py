@@ -248,7 +248,11 @@ def evidence(prepared: pa.Table, known: KnownState, policy: SignupPolicy) -> pa.
         "burst": pc.greater_equal(table["burst_k"], policy.burst_min_signups),
         "programme": programme,
         "proxy_exit": proxy_exit,
-        "card_reuse": pc.greater_equal(table["card_k"], policy.card_reuse_min),
+        # the same card already linked to a campaign (`payment`) is not counted twice
+        "card_reuse": pc.and_(
+            pc.greater_equal(table["card_k"], policy.card_reuse_min),
+            pc.is_null(table["payment_campaign"]),
+        ),
         "unbacked": pc.and_(programme, untrusted),
     }
     for name, flag in flags.items():
