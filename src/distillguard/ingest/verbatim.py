@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from distillguard.errors import UserError
 from distillguard.ingest import ipintel
 from distillguard.ingest.sections import Section
 from distillguard.ingest.sources import SourceFile, describe, sql_ident, sql_str
@@ -61,7 +62,10 @@ def _has_contract_schema(
     want = section.output_schema
     if rows == 0 or [(f.name, f.type) for f in schema] != [(f.name, f.type) for f in want]:
         return False
-    duck = describe(con, f"read_parquet({sql_str(str(source.path))})", source.display)
+    try:
+        duck = describe(con, f"read_parquet({sql_str(str(source.path))})", source.display)
+    except UserError:
+        return False  # the rewrite path reports it
     return list(duck.items()) == [(f.name, _DUCK_TYPES.get(f.type)) for f in want]
 
 
