@@ -53,7 +53,8 @@ def test_signups_linked_to_a_live_campaign(client_factory: Callable[..., TestCli
     first = [
         {"account_id": f"hyd{a:02d}", "created_at": T0 - 86_400_000 + a * 60_000,
          "payment_fingerprint": "pm_hydra", "device_fingerprint": "dev_farm",
-         "email": f"reasonkit{1000 + a * 37}@mailbox.example", "tier": "edu"}
+         "email": f"reasonkit{1000 + a * 37}@mailbox.example", "tier": "edu",
+         "org_id": "org_front"}
         for a in range(10)
     ] + [
         {"account_id": f"user{k}", "created_at": T0 - 200 * 86_400_000,
@@ -81,6 +82,9 @@ def test_signups_linked_to_a_live_campaign(client_factory: Callable[..., TestCli
             # only the proxy exit: verification, naming the check of the edu path
             {"account_id": "new-edu", "created_at": now, "signup_ip": hydra_ip, "tier": "edu",
              "email": "l.chen@gmail.com"},
+            # only membership of the organisation the hydra's accounts named at sign-up
+            {"account_id": "new-org", "created_at": now, "tier": "team", "org_id": "org_front",
+             "email": "k.tanaka@gmail.com"},
             # an ordinary sign-up from an ordinary user's address
             {"account_id": "new-ok", "created_at": now, "signup_ip": user_ip, "tier": "pro",
              "email": "maria.garcia@example.org", "payment_fingerprint": "pm_new"},
@@ -92,4 +96,7 @@ def test_signups_linked_to_a_live_campaign(client_factory: Callable[..., TestCli
     assert {"payment", "device", "ip"} <= set(by_id["new-bad"]["evidence"])
     assert by_id["new-edu"]["decision"] == "require_verification"
     assert by_id["new-edu"]["verification"] == "institutional_email"
+    assert by_id["new-org"]["decision"] == "require_verification"
+    assert by_id["new-org"]["evidence"] == ["org"]
+    assert by_id["new-org"]["verification"] == "organisation"
     assert by_id["new-ok"]["decision"] == "allow"
