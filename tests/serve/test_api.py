@@ -143,6 +143,21 @@ def test_repeated_request_ids_return_the_stored_decision_and_count_once(client):
     assert view["windows"]["168h"]["requests"] == 8
 
 
+def test_a_batch_mixing_known_and_new_ids_counts_only_the_new_ones(client):
+    # SQLite first tries the commit as if every id were new; a known one must make it look up
+    # the ids and commit only the new rows, with nothing of the failed attempt left behind.
+    events = normal_user("frank", 10, seed=5)
+    first = _post(client, events[:6]).json()
+    mixed = _post(client, events[4:]).json()
+    assert mixed["accepted"] == 4 and mixed["duplicates"] == 2
+    assert [d["duplicate"] for d in mixed["decisions"]] == [True, True, False, False, False, False]
+    assert mixed["decisions"][0] == dict(first["decisions"][4], duplicate=True)
+    view = client.get("/v1/accounts/frank", headers=READ).json()
+    assert view["windows"]["168h"]["requests"] == 10
+    metrics = client.get("/metrics", headers=READ).text
+    assert "distillguard_duplicate_events_total 2" in metrics
+
+
 def test_no_prompt_text_on_disk_unless_configured(client_factory, tmp_path):
     secret = "zebra-marmalade-prompt-4417"
 

@@ -59,7 +59,7 @@ def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
            "signals.flush_ms": "200"},
     )  # fmt: skip
     server = ServerProcess(cfg, port, tmp_path / "server.log")
-    server.start(timeout=120)
+    server.start(timeout=300)  # spawned processes: slow on a loaded machine
     try:
         conns = _one_connection_per_worker(port)
         deadline = time.time() + 60
@@ -134,7 +134,7 @@ def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
         time.sleep(0.5)
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0  # nobody left on the port
-        server.start(timeout=120)
+        server.start(timeout=300)  # spawned processes: slow on a loaded machine
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         assert _call(conn, "POST", "/v1/events", {"events": users + racing})["duplicates"] == 200
         conn.close()

