@@ -103,3 +103,28 @@ def test_band_on_a_sliver_of_diverse_chat_is_not_linked():
     # Two chat users whose one-off prompts happen to share a band: 1 of 4,000 band slots each.
     members = _wrapper_members([0.00025, 0.00025, 0.25])
     assert members.num_rows == 0  # only one account holds the band at a real share
+
+
+def test_edges_aggregated_in_parts_equal_the_whole(tmp_path):
+    from distillguard.links.graph import pair_edges, pair_rows
+    from distillguard.pipeline.stages import ParquetStore
+
+    hydra = enriched([f"h{i:02d}" for i in range(30)], 20, templates=[7, 8], synced=True, seed=6)
+    crowd = enriched([f"c{i:02d}" for i in range(40)], 20, ips=["198.51.100.9"], seed=7)
+    table = pa.concat_tables([hydra, crowd])
+    be = ibis.duckdb.connect()
+    e = be.create_table("e", table)
+    ids = pc.unique(table["account_id"])
+    order = be.create_table("o", account_order(ids))
+    whole = _edges(table)
+    pairs = ParquetStore(be, tmp_path).put(pair_rows(evidence(e, None), order, len(ids)), "p")
+    parts = [pair_edges(pairs, order, p, 3).to_pyarrow() for p in range(3)]
+    assert all(t.num_rows > 0 for t in parts)  # every part holds some of the pairs
+    joined = pa.concat_tables(parts).sort_by([("a", "ascending"), ("b", "ascending")])
+    assert joined.num_rows == whole.num_rows
+    for name in whole.column_names:
+        got, want = joined[name].to_numpy(), whole[name].to_numpy()
+        if name.startswith("n_") or name in ("a", "b"):
+            assert (got == want).all(), name
+        else:  # sums of floats: only the order of addition differs
+            np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=name)

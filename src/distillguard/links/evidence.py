@@ -43,9 +43,14 @@ def _rows(t: ir.Table, view: str, key: ir.StringValue, share: float | None = Non
     return t.select(**cols)
 
 
-def _with_share(rows: ir.Table, totals: ir.Table) -> ir.Table:
-    """Count each (account, view, key) and divide by the account's total in that view."""
+def _with_share(rows: ir.Table) -> ir.Table:
+    """Count each (account, view, key) and divide by the account's total in that view.
+
+    The totals are summed from the counts, not counted from the rows again: the rows are
+    several per request, the counts a third of that.
+    """
     c = rows.group_by(["account_id", "view", "key"]).aggregate(c=rows.count())
+    totals = c.group_by(["account_id", "view"]).aggregate(total=c.c.sum()).rename(tview="view")
     j = c.join(totals, [c.account_id == totals.account_id, c["view"] == totals.tview])
     return j.select(c.account_id, c["view"], c.key, share=c.c.cast("float64") / j.total)
 
@@ -76,9 +81,7 @@ def request_evidence(e: ir.Table) -> ir.Table:
         _rows(e, "sync", _s(e.tpl_prefix) + "@" + _s(e.ts_ms // SYNC_WINDOW_MS)),
         distinct=False,
     )
-    totals = rows.group_by(["account_id", "view"]).aggregate(total=rows.count())
-    totals = totals.rename(tview="view")
-    ev = _with_share(rows, totals)
+    ev = _with_share(rows)
     # Requests without a system prompt share nothing.
     return ev.filter(~((ev["view"] == "system") & (ev.key == "none")))
 
@@ -96,8 +99,10 @@ def account_evidence(accounts: ir.Table) -> ir.Table:
 
 
 def evidence(e: ir.Table, accounts: ir.Table | None) -> ir.Table:
-    """All evidence rows, distinct."""
+    """All evidence rows, each (account, view, key) once."""
     ev = request_evidence(e)
     if accounts is not None:
-        ev = ibis.union(ev, account_evidence(accounts), distinct=True)
+        # The two sets have no view in common and each is distinct already: a DISTINCT union
+        # here would hash every request row again (and ran out of memory at full scale).
+        ev = ibis.union(ev, account_evidence(accounts), distinct=False)
     return ev

@@ -34,7 +34,7 @@ from distillguard.fingerprints.account import account_fingerprints
 from distillguard.ingest import run_ingest
 from distillguard.ingest.ipintel import is_disposable_domain
 from distillguard.pipeline import incremental
-from distillguard.pipeline.stages import campaign_assignment, link_graph
+from distillguard.pipeline.stages import ParquetStore, campaign_assignment, link_graph
 from distillguard.scoring.risk import DEFAULT_THRESHOLD, score
 
 Progress = Callable[[str, int | None], None]
@@ -244,7 +244,8 @@ def _run_stages(cfg: DetectConfig, engine, since_ms: int | None, note: Progress,
 
     with t.stage("links"):
         note("links", None)
-        graph, ev = link_graph(be, e, acc, fp)
+        store = ParquetStore(be, work / "links")
+        graph, ev = link_graph(be, e, acc, fp, store)
         pq.write_table(graph, work / "edges.parquet")
 
     with t.stage("clusters"):
@@ -264,6 +265,7 @@ def _run_stages(cfg: DetectConfig, engine, since_ms: int | None, note: Progress,
         assignment = be.create_table("assignment", assigned.select(["account_id", "campaign_id"]))
         campaigns = _write_campaigns(e, assignment, rel, out, work)
         _write_accounts(assigned, out)
+        store.drop("link_evidence")
 
     summary = _summary(cfg, ingested, t, assigned, campaigns)
     if state is not None:

@@ -6,10 +6,12 @@ relational stages (fingerprints, links) work on this narrow table only.
 
 from __future__ import annotations
 
+import glob
 import ipaddress
+import multiprocessing
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -111,6 +113,12 @@ def enrich_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(cols)
 
 
+# From this many events on, signals run in worker processes: the Arrow kernels release the
+# GIL but the Python between them does not, so two threads kept only ~0.7 of two cores busy.
+# Below it, the processes' start-up (imports) costs more than it saves.
+PROCESS_MIN_ROWS = 1_000_000
+
+
 def _batches(con: duckdb.DuckDBPyConnection, events: Path, rows: int) -> Iterator[pa.RecordBatch]:
     reader = con.sql(f"SELECT * FROM read_parquet({sql_path(events)})").to_arrow_reader(
         batch_size=rows
@@ -118,20 +126,53 @@ def _batches(con: duckdb.DuckDBPyConnection, events: Path, rows: int) -> Iterato
     yield from reader
 
 
-def _bounded_map(
-    fn: Callable[[pa.RecordBatch], pa.RecordBatch],
-    items: Iterator[pa.RecordBatch],
-    workers: int,
-) -> Iterator[pa.RecordBatch]:
-    """Like Executor.map, in order, but with at most `workers + 1` batches in flight."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[pa.RecordBatch]] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
+RowGroup = tuple[str, int]
+
+
+def _row_groups(events_glob: Path) -> list[RowGroup]:
+    """(file, row group) of every row group of the matching Parquet files, in file order."""
+    files = sorted(glob.glob(events_glob.as_posix()))
+    return [(f, i) for f in files for i in range(pq.ParquetFile(f).num_row_groups)]
+
+
+WORKER_BATCH_ROWS = 131_072
+
+
+def _enrich_row_group(task: RowGroup) -> pa.Table:
+    """Runs in a worker process: reads its own rows, so prompt text never crosses processes,
+    in slices, so a huge row group does not have to fit in memory (its narrow output does)."""
+    path, index = task
+    slices = pq.ParquetFile(path).iter_batches(batch_size=WORKER_BATCH_ROWS, row_groups=[index])
+    return pa.Table.from_batches([enrich_batch(b) for b in slices])
+
+
+def _bounded_map(fn: Callable, items: Iterable, pool: Executor, in_flight: int) -> Iterator:
+    """Like Executor.map, in order, but with at most `in_flight` items submitted at a time."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= in_flight:
             yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _enriched_batches(
+    con: duckdb.DuckDBPyConnection, events_glob: Path, batch_rows: int, workers: int
+) -> Iterator[pa.RecordBatch | pa.Table]:
+    """Enriched batches in input order: worker processes per row group for big inputs,
+    threads over DuckDB's batches for small ones."""
+    groups = _row_groups(events_glob)
+    rows = sum(pq.ParquetFile(f).metadata.row_group(i).num_rows for f, i in groups)
+    if workers > 1 and rows >= PROCESS_MIN_ROWS:
+        # spawn, not fork: this process already runs DuckDB's threads.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            yield from _bounded_map(_enrich_row_group, groups, pool, workers + 1)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        batches = _batches(con, events_glob, batch_rows)
+        yield from _bounded_map(enrich_batch, batches, pool, workers + 1)
 
 
 def enrich_events(
@@ -142,18 +183,13 @@ def enrich_events(
     workers: int = 2,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
-    """Stream events through the request signals into `out` (Parquet); returns rows written.
-
-    Signals are pure Arrow functions that release the GIL inside compute kernels, so two
-    threads keep both cores busy while DuckDB streams the next batch.
-    """
+    """Stream events through the request signals into `out` (Parquet); returns rows written."""
     writer: pq.ParquetWriter | None = None
     written = 0
-    batches = _batches(con, events_glob, batch_rows)
-    for enriched in _bounded_map(enrich_batch, batches, workers):
+    for enriched in _enriched_batches(con, events_glob, batch_rows, workers):
         if writer is None:
             writer = pq.ParquetWriter(out, enriched.schema, compression="zstd")
-        writer.write_batch(enriched)
+        writer.write(enriched)
         written += enriched.num_rows
         if on_batch:
             on_batch(enriched.num_rows)
