@@ -16,6 +16,26 @@ from tests.serve.traffic import hydra, normal_user
 HEADERS = {**WRITE, "Content-Type": "application/json"}
 
 
+class Worker:
+    """Requests to one given request process. The server closes keep-alive connections idle
+    for 5 s (slow steps on a loaded machine), so a broken one is replaced by a new connection
+    that reaches the same process; POSTs are idempotent, so resending is safe."""
+
+    def __init__(self, port: int, index: int, conn: http.client.HTTPConnection) -> None:
+        self.port, self.index, self.conn = port, index, conn
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        for attempt in range(3):
+            try:
+                return _call(self.conn, method, path, body)
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                if attempt == 2:
+                    raise
+                self.conn = _connection_to(self.port, {self.index})[self.index].conn
+        raise AssertionError("unreachable")
+
+
 def _call(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None) -> Any:
     payload = None if body is None else json.dumps(body).encode()
     headers = HEADERS if method == "POST" else READ
@@ -26,17 +46,17 @@ def _call(conn: http.client.HTTPConnection, method: str, path: str, body: Any = 
     return data.decode() if path == "/metrics" else json.loads(data)
 
 
-def _one_connection_per_worker(port: int) -> dict[int, http.client.HTTPConnection]:
-    """Keep-alive connections until each worker holds one (the kernel spreads them)."""
-    found: dict[int, http.client.HTTPConnection] = {}
+def _connection_to(port: int, wanted: set[int]) -> dict[int, Worker]:
+    """Keep-alive connections until each wanted process holds one (the kernel spreads them)."""
+    found: dict[int, Worker] = {}
     for _ in range(200):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         worker = _call(conn, "GET", "/healthz")["worker"]
-        if worker in found:
+        if worker in found or worker not in wanted:
             conn.close()
         else:
-            found[worker] = conn
-        if len(found) == 2:
+            found[worker] = Worker(port, worker, conn)
+        if set(found) == wanted:
             return found
     raise AssertionError(f"connections reached only workers {sorted(found)}")
 
@@ -61,11 +81,11 @@ def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
     server = ServerProcess(cfg, port, tmp_path / "server.log")
     server.start(timeout=300)  # spawned processes: slow on a loaded machine
     try:
-        conns = _one_connection_per_worker(port)
+        conns = _connection_to(port, {0, 1})
         deadline = time.time() + 60
         leads = {}
         while time.time() < deadline:  # one process takes the analysis lock, the other not
-            leads = {w: _call(c, "GET", "/healthz")["leads_analysis"] for w, c in conns.items()}
+            leads = {w: c.call("GET", "/healthz")["leads_analysis"] for w, c in conns.items()}
             if any(leads.values()):
                 break
             time.sleep(0.2)
@@ -74,8 +94,8 @@ def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
 
         # Idempotent across processes: the other worker answers the stored decisions.
         users = [e for k in range(4) for e in normal_user(f"user{k}", 25, seed=k)]
-        first = _call(conns[0], "POST", "/v1/events", {"events": users})
-        again = _call(conns[1], "POST", "/v1/events", {"events": users})
+        first = conns[0].call("POST", "/v1/events", {"events": users})
+        again = conns[1].call("POST", "/v1/events", {"events": users})
         assert first["accepted"] == 100 and again["duplicates"] == 100
         assert _without_duplicate_flag(again["decisions"]) == _without_duplicate_flag(
             first["decisions"]
@@ -87,7 +107,7 @@ def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
         threads = [
             threading.Thread(
                 target=lambda w=w: results.__setitem__(
-                    w, _call(conns[w], "POST", "/v1/events", {"events": racing})
+                    w, conns[w].call("POST", "/v1/events", {"events": racing})
                 )
             )
             for w in conns
@@ -102,34 +122,31 @@ def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
         # The analysis (run by one process) reaches the other one's decisions.
         cluster = hydra("hyd", accounts=6, n_each=30)
         for i in range(0, len(cluster), 90):
-            _call(conns[0], "POST", "/v1/events", {"events": cluster[i : i + 90]})
+            conns[0].call("POST", "/v1/events", {"events": cluster[i : i + 90]})
         campaigns: list = []
         deadline = time.time() + 90
         while time.time() < deadline and not campaigns:
-            campaigns = _call(follower, "GET", "/v1/campaigns")["campaigns"]
+            campaigns = follower.call("GET", "/v1/campaigns")["campaigns"]
             time.sleep(0.5)
         assert len(campaigns) == 1
         later = hydra("hyd", accounts=6, n_each=1, seed=9, start=cluster[-1]["timestamp"] + 60_000)
         later = [dict(e, request_id=e["request_id"] + "-late") for e in later]
-        decided = _call(follower, "POST", "/v1/events", {"events": later})["decisions"]
+        decided = follower.call("POST", "/v1/events", {"events": later})["decisions"]
         assert {d["decision"] for d in decided} <= {"challenge", "block"}
         assert {d["campaign_id"] for d in decided} == {campaigns[0]["campaign_id"]}
 
         # /metrics adds up both processes' counters (each writes its own every second).
         accepted = len(users) + len(racing) + len(cluster) + len(later)
         time.sleep(2.5)
-        for conn in conns.values():
-            conn.close()  # idle ones may have been closed by the server (keep-alive timeout)
-        conns = _one_connection_per_worker(port)
-        for conn in conns.values():
-            text = _call(conn, "GET", "/metrics")
+        for worker in conns.values():
+            text = worker.call("GET", "/metrics")
             assert _metric(text, "distillguard_events_total{") == accepted
             assert _metric(text, "distillguard_duplicate_events_total") == 200
             assert _metric(text, "distillguard_analysis_runs_total") >= 1
 
         # kill -9 of the supervisor takes both workers with it; nothing acknowledged is lost.
-        for conn in conns.values():
-            conn.close()
+        for worker in conns.values():
+            worker.conn.close()
         server.kill9()
         time.sleep(0.5)
         with socket.socket() as probe:

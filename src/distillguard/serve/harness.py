@@ -42,7 +42,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:  # spawned helpers: slow under load
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "distillguard.serve", "--config", str(self.config),
