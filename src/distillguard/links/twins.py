@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.neighbors import NearestNeighbors
 
 K = 10
@@ -65,8 +66,9 @@ def twin_edges(fp: pa.Table, k: int = K) -> pa.Table:
     src = np.repeat(np.arange(len(eligible)), k)
     dst = nbr.ravel()
     d = dist.ravel()
-    neighbours = set(zip(src.tolist(), dst.tolist(), strict=True))
-    mutual = np.array([(b, a) in neighbours for a, b in zip(src, dst, strict=True)])
+    # (a, b) is mutual when (b, a) is also a neighbour pair: compare packed pair codes.
+    n = np.int64(len(eligible))
+    mutual = np.isin(dst.astype(np.int64) * n + src, src.astype(np.int64) * n + dst)
     weight = np.clip(1.0 - d / max(ref, 1e-9), 0.0, 1.0) * WEIGHT
     keep = mutual & (src < dst) & (weight > 0)
     a, b = ids[eligible[src[keep]]], ids[eligible[dst[keep]]]
@@ -74,26 +76,45 @@ def twin_edges(fp: pa.Table, k: int = K) -> pa.Table:
 
 
 def with_twins(edges: pa.Table, twins: pa.Table) -> pa.Table:
-    """Edges plus the twin view: pairs put in name order, `w_twin` added to the weight."""
-    import duckdb
+    """Edges plus the twin view, sorted by (a, b): `w_twin` is added to a linked pair's weight,
+    and twin pairs without other evidence are appended with zero counts.
 
-    con = duckdb.connect()
-    con.register("edges_in", edges)
-    con.register("twins_in", twins)
+    Both inputs hold each pair once with a < b. Vectorised on integer pair codes: at full scale
+    `edges` has millions of rows and `twins` a few thousand.
+    """
+    names = pc.unique(
+        pa.chunked_array([edges["a"], edges["b"], twins["a"], twins["b"]]).cast(pa.string())
+    ).sort()
+    edge_code, twin_code = _pair_codes(edges, names), _pair_codes(twins, names)
+    hit, row = _find(edge_code, twin_code)
+    twin_w = twins["w_twin"].to_numpy(zero_copy_only=False).astype(float)
+    w_twin = np.zeros(edges.num_rows)
+    w_twin[row[hit]] = twin_w[hit]
     views = [c for c in edges.column_names if c.startswith(("n_", "w_"))]
-    sums = ", ".join(f"sum({c}) AS {c}" for c in views)
-    out = con.sql(
-        f"""
-        WITH e AS (
-            SELECT least(a, b) AS a, greatest(a, b) AS b, weight, {", ".join(views)},
-                   0.0 AS w_twin FROM edges_in
-            UNION ALL
-            SELECT a, b, w_twin AS weight, {", ".join("0" for _ in views)}, w_twin
-            FROM twins_in
-        )
-        SELECT a, b, sum(weight) AS weight, {sums}, sum(w_twin) AS w_twin
-        FROM e GROUP BY a, b ORDER BY a, b
-        """
-    ).to_arrow_table()
-    con.close()
-    return out
+    linked = edges.select(["a", "b", "weight", *views])
+    linked = linked.set_column(2, "weight", pc.add(linked["weight"], pa.array(w_twin)))
+    linked = linked.append_column("w_twin", pa.array(w_twin))
+    extra = twins.filter(pa.array(~hit))
+    zeros = pa.array(np.zeros(extra.num_rows))
+    alone = {"a": extra["a"], "b": extra["b"], "weight": extra["w_twin"]}
+    alone |= {v: pc.cast(zeros, linked.schema.field(v).type) for v in views}
+    alone["w_twin"] = extra["w_twin"]
+    merged = pa.concat_tables([linked, pa.table(alone).cast(linked.schema)])
+    order = np.argsort(np.concatenate([edge_code, twin_code[~hit]]), kind="stable")
+    return merged.take(pa.array(order))
+
+
+def _pair_codes(t: pa.Table, names: pa.Array) -> np.ndarray:
+    """a * len(names) + b over positions in the sorted `names`: sorts like (a, b) by name."""
+    a, b = (pc.index_in(t[c].cast(pa.string()), value_set=names).to_numpy(zero_copy_only=False)
+            for c in ("a", "b"))  # fmt: skip
+    return a.astype(np.int64) * len(names) + b.astype(np.int64)
+
+
+def _find(codes: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(found, row): whether each wanted code is among the unique `codes`, and at which row."""
+    if len(codes) == 0:
+        return np.zeros(len(wanted), bool), np.zeros(len(wanted), np.int64)
+    order = np.argsort(codes, kind="stable")
+    at = np.minimum(np.searchsorted(codes[order], wanted), len(codes) - 1)
+    return codes[order][at] == wanted, order[at]

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from distillguard.contract import TIMESTAMP
 from distillguard.engines.duckdb import sql_path
 from distillguard.ingest.ipintel import classify_ips
+from distillguard.links.evidence import LINK_BANDS
 from distillguard.signals import compute_signals
 
 MS_PER_DAY = 86_400_000
@@ -110,6 +111,9 @@ def enrich_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     for name in signals.schema.names:
         if name != "request_id":
             cols[name] = signals.column(name)
+    # The link graph reads only the first LINK_BANDS paraphrase bands; the other twelve were
+    # half of the enriched table's bytes (random 64-bit keys do not compress).
+    cols["tpl_bands"] = pc.list_slice(cols["tpl_bands"], 0, LINK_BANDS)
     return pa.RecordBatch.from_pydict(cols)
 
 

@@ -74,8 +74,8 @@ def link_graph(
     tables = [pair_edges(pairs, order, part, parts).to_pyarrow() for part in range(parts)]
     if store is not None:
         store.drop("link_pairs")
-    edges = pa.concat_tables(tables).sort_by([("a", "ascending"), ("b", "ascending")])
-    return with_twins(edges, twin_edges(fp)), ev
+    # with_twins sorts the merged edges by (a, b).
+    return with_twins(pa.concat_tables(tables), twin_edges(fp)), ev
 
 
 def campaign_assignment(
