@@ -58,6 +58,8 @@ class ServerProcess:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
+        self.proc.kill()  # not left running behind a failed test or benchmark
+        self.proc.wait()
         raise RuntimeError("server did not become healthy in time")
 
     def kill9(self) -> None:
