@@ -12,7 +12,7 @@ from distillguard.simulate import simulate
 
 def _enrich(events: Path, out: Path, min_rows: int, monkeypatch) -> int:
     monkeypatch.setattr(enrich, "PROCESS_MIN_ROWS", min_rows)
-    return enrich.enrich_events(connect(), events / "*.parquet", out, batch_rows=4096)
+    return enrich.enrich_events(connect(), events / "*.parquet", out, None, batch_rows=4096)
 
 
 def test_worker_processes_enrich_the_same_rows_as_threads(tmp_path, monkeypatch):

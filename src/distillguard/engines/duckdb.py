@@ -66,7 +66,7 @@ class DuckDBEngine:
         With `since_ms`, only events at or after it (the new days of an incremental run).
         Returns what `read` takes to open the result.
         """
-        from distillguard.pipeline.enrich import attach_ip_info, enrich_events
+        from distillguard.pipeline.enrich import enrich_events
 
         source = events / "*.parquet"
         if since_ms is not None:
@@ -78,10 +78,8 @@ class DuckDBEngine:
             )
             if self.count(source.as_posix()) == 0:
                 raise UserError("no events on or after --since")
-        raw, enriched = work / "signals.parquet", work / "enriched.parquet"
-        enrich_events(self.con, source, raw, on_batch=on_batch)
-        attach_ip_info(self.con, raw, intel, enriched)
-        raw.unlink()
+        enriched = work / "enriched.parquet"
+        enrich_events(self.con, source, enriched, intel, on_batch=on_batch)
         if since_ms is not None:
             source.unlink()
         return enriched.as_posix()

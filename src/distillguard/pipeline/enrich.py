@@ -183,14 +183,22 @@ def enrich_events(
     con: duckdb.DuckDBPyConnection,
     events_glob: Path,
     out: Path,
+    intel: pa.Table | None = None,
     batch_rows: int = 131_072,
     workers: int = 2,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
-    """Stream events through the request signals into `out` (Parquet); returns rows written."""
+    """Stream events through the request signals and IP information into `out` (Parquet);
+    returns rows written.
+
+    IP kind, ASN and subnet are looked up once per distinct client address (one column scan
+    first) and joined onto each enriched batch as it is written, so the table is written once.
+    """
+    info = client_ip_info(con, events_glob, intel)
     writer: pq.ParquetWriter | None = None
     written = 0
     for enriched in _enriched_batches(con, events_glob, batch_rows, workers):
+        enriched = with_ip_info(enriched, info)
         if writer is None:
             writer = pq.ParquetWriter(out, enriched.schema, compression="zstd")
         writer.write(enriched)
@@ -203,18 +211,20 @@ def enrich_events(
     return written
 
 
-def attach_ip_info(
-    con: duckdb.DuckDBPyConnection, enriched: Path, intel: pa.Table | None, out: Path
-) -> None:
-    """Join the IP kind/ASN/subnet of every distinct client IP onto the enriched events."""
+def client_ip_info(
+    con: duckdb.DuckDBPyConnection, events_glob: Path, intel: pa.Table | None
+) -> pa.Table:
+    """`ip_info` of every distinct client IP of the events."""
     ips = con.sql(
-        f"SELECT DISTINCT client_ip FROM read_parquet({sql_path(enriched)})"
+        f"SELECT DISTINCT client_ip FROM read_parquet({sql_path(events_glob)})"
     ).to_arrow_table()["client_ip"]
-    info = ip_info(ips.combine_chunks(), intel)
-    con.register("ip_info_view", info)
-    con.execute(
-        f"COPY (SELECT e.*, i.subnet, i.ip_kind, i.asn FROM read_parquet({sql_path(enriched)}) e "
-        f"LEFT JOIN ip_info_view i USING (client_ip)) TO {sql_path(out)} "
-        "(FORMAT parquet, COMPRESSION zstd)"
-    )
-    con.unregister("ip_info_view")
+    return ip_info(ips.combine_chunks(), intel)
+
+
+def with_ip_info(enriched: pa.RecordBatch | pa.Table, info: pa.Table) -> pa.Table:
+    """Enriched rows + `subnet`, `ip_kind`, `asn` of their client IP (null when it has none)."""
+    rows = pa.Table.from_batches([enriched]) if isinstance(enriched, pa.RecordBatch) else enriched
+    at = pc.index_in(rows["client_ip"].cast(pa.string()), value_set=info["client_ip"])
+    for name in ("subnet", "ip_kind", "asn"):
+        rows = rows.append_column(name, info[name].take(at))
+    return rows

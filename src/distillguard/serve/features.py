@@ -70,7 +70,7 @@ _IP_INFO = IpInfoCache()
 def request_rows(events: pa.Table, store_text: bool = False) -> pa.Table:
     """The enriched-table columns known without request signals (no text unless asked).
 
-    Same names and meanings as `pipeline.enrich` + `attach_ip_info`, so the batch stages read
+    Same names and meanings as `pipeline.enrich` (with `with_ip_info`), so the batch stages read
     these rows (joined to the signal columns) as they read an enriched Parquet file.
     """
     ms = np.asarray(pc.cast(events["timestamp"], pa.int64()), dtype=np.int64)
