@@ -100,3 +100,22 @@ def test_signups_linked_to_a_live_campaign(client_factory: Callable[..., TestCli
     assert by_id["new-org"]["evidence"] == ["org"]
     assert by_id["new-org"]["verification"] == "organisation"
     assert by_id["new-ok"]["decision"] == "allow"
+
+
+def test_history_stored_before_org_id_was_kept_still_loads(client: TestClient) -> None:
+    from distillguard.serve.features import to_ipc
+    from distillguard.serve.signups import HISTORY_KEY, REVISION_KEY
+    from distillguard.signup.known import HISTORY_SCHEMA
+
+    first = _post(client, [{"account_id": "old1", "email": "bo.li@gmail.com", "tier": "pro"}])
+    assert first.status_code == 200
+    desk = client.app.state.signups
+    stored = desk.history()
+    assert stored.num_rows == 1 and "org_id" in stored.column_names
+    # Store it again as an older version did: without the org_id column.
+    desk.svc.store.put_kv(HISTORY_KEY, to_ipc(stored.drop_columns(["org_id"])))
+    desk.svc.store.put_kv(REVISION_KEY, b"older")
+    reloaded = desk.history()
+    assert reloaded.schema == HISTORY_SCHEMA and reloaded["account_id"].to_pylist() == ["old1"]
+    later = _post(client, [{"account_id": "new1", "email": "cy.wu@gmail.com", "tier": "pro"}])
+    assert later.status_code == 200 and later.json()["known"]["signups_seen"] == 2

@@ -30,7 +30,12 @@ from distillguard import contract
 from distillguard.serve.config import signup_policy
 from distillguard.signup.decide import check_signups
 from distillguard.signup.features import as_history, prepare_new
-from distillguard.signup.known import HISTORY_SCHEMA, TRAFFIC_SCHEMA, KnownState
+from distillguard.signup.known import (
+    HISTORY_SCHEMA,
+    TRAFFIC_SCHEMA,
+    KnownState,
+    conform_history,
+)
 from distillguard.signup.policy import SignupPolicy
 
 if TYPE_CHECKING:
@@ -149,7 +154,8 @@ class SignupDesk:
         if self._history is None or revision != self._revision:
             raw = self.svc.store.get_kv(HISTORY_KEY)
             self._history = (
-                pa.ipc.open_stream(raw).read_all().cast(HISTORY_SCHEMA)
+                # Histories stored by older versions lack newer columns (e.g. org_id).
+                conform_history(pa.ipc.open_stream(raw).read_all())
                 if raw
                 else HISTORY_SCHEMA.empty_table()
             )
