@@ -25,6 +25,17 @@ def _truncated_gzip(d: Path) -> Path:
     return d / "t.jsonl.gz"
 
 
+def _truncated_csv_gzip(d: Path) -> Path:
+    header = b"request_id,account_id,timestamp,model,prompt\n"
+    rows = b"".join(
+        f"r{i},a{i % 7},2026-01-01T00:00:{i % 60:02d}Z,m1,prompt number {i}\n".encode()
+        for i in range(5000)
+    )
+    data = gzip.compress(header + rows)
+    (d / "t.csv.gz").write_bytes(data[: len(data) // 2])
+    return d / "t.csv.gz"
+
+
 def _garbage(d: Path) -> Path:
     (d / "g.jsonl").write_bytes(os.urandom(3000))
     return d / "g.jsonl"
@@ -85,6 +96,7 @@ def _unknown_extension(d: Path) -> Path:
 
 MALFORMED = [
     _truncated_gzip,
+    _truncated_csv_gzip,
     _garbage,
     _garbage_parquet,
     _wrong_types,
