@@ -177,45 +177,32 @@ class KnownState:
         union = f"SELECT * FROM traffic_in UNION ALL {signups}" if traffic else signups
         con.execute(f"CREATE TEMP TABLE traffic AS {union}")
         pools = ", ".join(f"'{k}'" for k in POOL_KINDS)
+
+        def mostly_flagged(key: str, where: str) -> pa.Table:
+            # a sign-up attribute most of whose seen holders a campaign flagged
+            return con.sql(
+                f"""
+                SELECT {key} AS key, mode(b.campaign_id) AS campaign_id,
+                       count(b.account_id) AS n_flagged, count(v.account_id) AS n,
+                       count(b.account_id) / count(v.account_id) AS share
+                FROM history h LEFT JOIN bad b USING (account_id)
+                    LEFT JOIN seen v USING (account_id)
+                WHERE {where} GROUP BY 1
+                HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
+                """
+            ).to_arrow_table()
+
         # big mailbox providers carry everybody: a campaign using gmail.com says nothing
         webmail = ", ".join(f"'{d}'" for d in WEBMAIL)
-        domain = con.sql(
-            f"""
-            SELECT lower(h.email_domain) AS key, mode(b.campaign_id) AS campaign_id,
-                   count(b.account_id) AS n_flagged, count(v.account_id) AS n,
-                   count(b.account_id) / count(v.account_id) AS share
-            FROM history h LEFT JOIN bad b USING (account_id)
-                LEFT JOIN seen v USING (account_id)
-            WHERE h.email_domain IS NOT NULL AND lower(h.email_domain) NOT IN ({webmail})
-            GROUP BY 1
-            HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
-            """
-        ).to_arrow_table()
+        domain = mostly_flagged(
+            "lower(h.email_domain)",
+            f"h.email_domain IS NOT NULL AND lower(h.email_domain) NOT IN ({webmail})",
+        )
         # a series of machine-made names (devbuild<digits>) that flagged accounts signed up with
-        pattern = con.sql(
-            f"""
-            SELECT h.name_pattern AS key, mode(b.campaign_id) AS campaign_id,
-                   count(b.account_id) AS n_flagged, count(v.account_id) AS n,
-                   count(b.account_id) / count(v.account_id) AS share
-            FROM history h LEFT JOIN bad b USING (account_id)
-                LEFT JOIN seen v USING (account_id)
-            WHERE h.name_pattern IS NOT NULL GROUP BY 1
-            HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
-            """
-        ).to_arrow_table()
+        pattern = mostly_flagged("h.name_pattern", "h.name_pattern IS NOT NULL")
         # an organisation whose seen members are mostly a campaign's: its next member is too likely
         # the campaign's (a falsely flagged employee among twenty colleagues does not count)
-        org = con.sql(
-            f"""
-            SELECT h.org_id AS key, mode(b.campaign_id) AS campaign_id,
-                   count(b.account_id) AS n_flagged, count(v.account_id) AS n,
-                   count(b.account_id) / count(v.account_id) AS share
-            FROM history h LEFT JOIN bad b USING (account_id)
-                LEFT JOIN seen v USING (account_id)
-            WHERE h.org_id IS NOT NULL GROUP BY 1
-            HAVING n_flagged >= {p.domain_min_flagged} AND share >= {p.identity_flagged_share}
-            """
-        ).to_arrow_table()
+        org = mostly_flagged("h.org_id", "h.org_id IS NOT NULL")
         flagged, campaigns = con.execute(
             "SELECT count(*), count(DISTINCT campaign_id) FROM bad"
         ).fetchall()[0]
