@@ -118,7 +118,7 @@ def enrich_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 # From this many events on, signals run in worker processes: the Arrow kernels release the
-# GIL but the Python between them does not, so two threads kept only ~0.7 of two cores busy.
+# GIL but the Python between them does not, and processes also read their own row groups.
 # Below it, the processes' start-up (imports) costs more than it saves.
 PROCESS_MIN_ROWS = 1_000_000
 
@@ -133,10 +133,16 @@ def _batches(con: duckdb.DuckDBPyConnection, events: Path, rows: int) -> Iterato
 RowGroup = tuple[str, int]
 
 
-def _row_groups(events_glob: Path) -> list[RowGroup]:
-    """(file, row group) of every row group of the matching Parquet files, in file order."""
-    files = sorted(glob.glob(events_glob.as_posix()))
-    return [(f, i) for f in files for i in range(pq.ParquetFile(f).num_row_groups)]
+def _row_groups(events_glob: Path) -> tuple[list[RowGroup], int]:
+    """(file, row group) of every row group of the matching Parquet files, in file order, and
+    their total rows (from the footers, each file opened once)."""
+    groups: list[RowGroup] = []
+    rows = 0
+    for f in sorted(glob.glob(events_glob.as_posix())):
+        meta = pq.ParquetFile(f).metadata
+        groups += [(f, i) for i in range(meta.num_row_groups)]
+        rows += meta.num_rows
+    return groups, rows
 
 
 WORKER_BATCH_ROWS = 131_072
@@ -166,8 +172,7 @@ def _enriched_batches(
 ) -> Iterator[pa.RecordBatch | pa.Table]:
     """Enriched batches in input order: worker processes per row group for big inputs,
     threads over DuckDB's batches for small ones."""
-    groups = _row_groups(events_glob)
-    rows = sum(pq.ParquetFile(f).metadata.row_group(i).num_rows for f, i in groups)
+    groups, rows = _row_groups(events_glob)
     if workers > 1 and rows >= PROCESS_MIN_ROWS:
         # spawn, not fork: this process already runs DuckDB's threads.
         ctx = multiprocessing.get_context("spawn")
