@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard.links.graph import edge_endpoints
+
 DEFAULT_RESOLUTION = 1.0
 MIN_EDGE_WEIGHT = 0.02  # fainter links are kept as evidence but do not shape communities
 SEED = 20240223
@@ -35,7 +37,7 @@ def communities(
     ids = pc.unique(accounts.cast(pa.string())).sort()
     strong = edges.filter(pc.greater_equal(edges["weight"], min_weight))
     strong = strong.sort_by([("a", "ascending"), ("b", "ascending")])
-    src, dst = (_positions(strong[end], ids) for end in ("a", "b"))
+    src, dst = edge_endpoints(strong, ids.to_pylist())
     graph = ig.Graph(n=len(ids), edges=np.column_stack([src, dst]).tolist(), directed=False)
     graph.es["weight"] = strong["weight"].to_numpy(zero_copy_only=False).tolist()
     partition = leidenalg.find_partition(
@@ -48,14 +50,6 @@ def communities(
     )
     membership = np.asarray(partition.membership, dtype=np.int64)
     return pa.table({"account_id": ids, "cluster": _canonical(membership)})
-
-
-def _positions(names: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
-    """Index of each name in `ids`, vectorised (millions of edges at full scale)."""
-    found = pc.index_in(names.cast(pa.string()), value_set=ids)
-    if found.null_count:
-        raise KeyError("an edge names an account that is not in the account list")
-    return found.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _canonical(membership: np.ndarray) -> np.ndarray:

@@ -180,10 +180,11 @@ def account_order(ids: pa.Array) -> pa.Table:
 def edge_endpoints(edges: pa.Table, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Row positions (in `ids`) of each edge's two accounts, vectorised."""
     value_set = pa.array(ids, pa.string())
-    a = pc.index_in(edges["a"].cast(pa.string()), value_set=value_set).to_numpy(
-        zero_copy_only=False
-    )
-    b = pc.index_in(edges["b"].cast(pa.string()), value_set=value_set).to_numpy(
-        zero_copy_only=False
-    )
-    return a.astype(np.int64), b.astype(np.int64)
+    return _positions(edges["a"], value_set), _positions(edges["b"], value_set)
+
+
+def _positions(names: pa.ChunkedArray, value_set: pa.Array) -> np.ndarray:
+    found = pc.index_in(names.cast(pa.string()), value_set=value_set)
+    if found.null_count:
+        raise KeyError("an edge names an account that is not in the account list")
+    return found.to_numpy(zero_copy_only=False).astype(np.int64)

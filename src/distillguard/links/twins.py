@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.neighbors import NearestNeighbors
 
+from distillguard.links.graph import edge_endpoints
+
 K = 10
 MIN_REQUESTS = 20  # too few requests for a stable fingerprint
 WEIGHT = 1.0
@@ -82,9 +84,13 @@ def with_twins(edges: pa.Table, twins: pa.Table) -> pa.Table:
     Both inputs hold each pair once with a < b. Vectorised on integer pair codes: at full scale
     `edges` has millions of rows and `twins` a few thousand.
     """
-    names = pc.unique(
-        pa.chunked_array([edges["a"], edges["b"], twins["a"], twins["b"]]).cast(pa.string())
-    ).sort()
+    names = (
+        pc.unique(
+            pa.chunked_array([edges["a"], edges["b"], twins["a"], twins["b"]]).cast(pa.string())
+        )
+        .sort()
+        .to_pylist()
+    )
     edge_code, twin_code = _pair_codes(edges, names), _pair_codes(twins, names)
     hit, row = _find(edge_code, twin_code)
     twin_w = twins["w_twin"].to_numpy(zero_copy_only=False).astype(float)
@@ -104,11 +110,10 @@ def with_twins(edges: pa.Table, twins: pa.Table) -> pa.Table:
     return merged.take(pa.array(order))
 
 
-def _pair_codes(t: pa.Table, names: pa.Array) -> np.ndarray:
+def _pair_codes(t: pa.Table, names: list[str]) -> np.ndarray:
     """a * len(names) + b over positions in the sorted `names`: sorts like (a, b) by name."""
-    a, b = (pc.index_in(t[c].cast(pa.string()), value_set=names).to_numpy(zero_copy_only=False)
-            for c in ("a", "b"))  # fmt: skip
-    return a.astype(np.int64) * len(names) + b.astype(np.int64)
+    a, b = edge_endpoints(t, names)
+    return a * len(names) + b
 
 
 def _find(codes: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
