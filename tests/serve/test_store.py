@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from distillguard.serve.__main__ import main as serve_main
-from distillguard.serve.store import Commit, Deltas, SqliteStore
+from distillguard.serve.logstore import SqliteStore
+from distillguard.serve.store import Commit, Deltas
 
 
 def test_analysis_reads_only_the_newest_hours_up_to_the_row_budget(tmp_path):

@@ -47,6 +47,7 @@ from distillguard.serve.features import (
     signal_deltas,
     to_ipc,
 )
+from distillguard.serve.logstore import SqliteStore
 from distillguard.serve.metrics import Metrics
 from distillguard.serve.multiproc import (
     METRICS_EVERY_S,
@@ -54,7 +55,7 @@ from distillguard.serve.multiproc import (
     other_metrics,
     write_metrics,
 )
-from distillguard.serve.store import Commit, SqliteStore, Store, Windows
+from distillguard.serve.store import Commit, Store, Windows
 from distillguard.serve.validate import EventValidator, Rejected
 from distillguard.serve.workers import Worker, analyse_ipc, analyse_sqlite, signals_ipc
 from distillguard.signals import compute_signals
@@ -329,13 +330,9 @@ class Service:
         combined = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         ids = combined["request_id"].combine_chunks()
         codes, distinct, first = _first_occurrence(ids)
-        # SQLite: first assume every id is new (the usual case) and skip the look-up; the
-        # request-id primary key rejects the commit as a whole if one is known, and the next
-        # attempt looks them up. (Redis has no such key: it always looks first.)
-        optimistic = isinstance(self.store, SqliteStore)
         with self._ingest_lock:
             for attempt in range(COMMIT_ATTEMPTS):
-                known = {} if optimistic and attempt == 0 else self.store.known(distinct)
+                known = self.store.known(distinct)  # SQLite: an in-memory index
                 is_known = np.array([d in known for d in distinct], dtype=bool)
                 new_mask = first & ~is_known[codes]
                 decisions = dict(known)
@@ -347,8 +344,8 @@ class Service:
                 if committed is not None:
                     decisions.update(committed)
                     break
-                # A known id (SQLite, optimistic attempt), or another replica or request process
-                # stored one of these ids meanwhile: look again.
+                # Another replica or request process stored one of these ids meanwhile: look
+                # again.
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise RuntimeError("request ids kept being taken by other writers")
         self.metrics.inc("distillguard_duplicate_events_total", float(len(codes) - new_mask.sum()))

@@ -1,0 +1,331 @@
+"""In-memory service state: per-account sliding windows and the request-id index.
+
+The SQLite store keeps its counters here instead of in SQL tables: the request process is the
+only writer of its memory, and the durable form of every change is the commit's log record
+(logstore.py), replayed at start. Reading an account's windows is then a few NumPy reductions
+over that account's own rows instead of five GROUP BY queries, and a commit appends one record
+instead of updating hundreds of random B-tree pages.
+
+Per account: one row of counters per hour (the metrics, then requests by hour of day), the
+last hour each key (IP, subnet, template, model) was seen, and requests per (template, hour).
+A window over hours >= start is a masked sum over those rows, whatever the clock did since the
+last read (a replayed or simulated clock can move hours per POST). Semantics are those of the
+SQL queries they replace: every stored hour >= the window start counts (no upper bound).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+
+from distillguard.serve.store import METRICS, Deltas, Windows, empty_windows
+
+N_METRICS = len(METRICS)
+VECTOR = N_METRICS + 24  # the metrics, then requests by hour of day (hour-of-day entropy)
+SEGMENT_IDS = 65_536  # request ids kept in a Python dict before they become a sorted segment
+
+
+class Rows:
+    """Growable NumPy rows: `hb` (int64) and `values` (int64, `width` columns)."""
+
+    __slots__ = ("hb", "n", "values")
+
+    def __init__(self, width: int) -> None:
+        self.hb = np.empty(4, dtype=np.int64)
+        self.values = np.zeros((4, width), dtype=np.int64)
+        self.n = 0
+
+    def append(self, hb: int) -> int:
+        if self.n == len(self.hb):
+            self.hb = np.resize(self.hb, 2 * self.n)
+            grown = np.zeros((2 * self.n, self.values.shape[1]), dtype=np.int64)
+            grown[: self.n] = self.values
+            self.values = grown
+        self.hb[self.n] = hb
+        self.n += 1
+        return self.n - 1
+
+    def keep(self, mask: np.ndarray) -> np.ndarray:
+        """Keep the rows where `mask`; the new position of each kept row's old position."""
+        kept = np.flatnonzero(mask)
+        self.hb[: len(kept)] = self.hb[kept]
+        self.values[: len(kept)] = self.values[kept]
+        self.values[len(kept) : self.n] = 0
+        self.n = len(kept)
+        return kept
+
+
+class KeySet:
+    """Distinct keys of one kind for one account: the last hour each was seen (a key seen in
+    hours >= start counts once, as `count(DISTINCT key)` over those hours did)."""
+
+    __slots__ = ("last", "pos")
+
+    def __init__(self) -> None:
+        self.pos: dict[str, int] = {}
+        self.last = Rows(0)
+
+    def see(self, key: str, hb: int) -> None:
+        p = self.pos.get(key)
+        if p is None:
+            self.pos[key] = self.last.append(hb)
+        elif hb > self.last.hb[p]:
+            self.last.hb[p] = hb
+
+    def distinct(self, start: int) -> int:
+        return int(np.count_nonzero(self.last.hb[: self.last.n] >= start))
+
+    def prune(self, before_hb: int) -> None:
+        """A key last seen before `before_hb` goes (as its rows did in SQL)."""
+        keys = list(self.pos)
+        kept = self.last.keep(self.last.hb[: self.last.n] >= before_hb)
+        self.pos = {keys[old]: new for new, old in enumerate(kept.tolist())}
+
+
+class Templates:
+    """Requests per (template, hour) of one account; the top template's count over a window."""
+
+    __slots__ = ("code", "rows", "where")
+
+    def __init__(self) -> None:
+        self.code: dict[str, int] = {}  # template -> small integer
+        self.where: dict[tuple[int, int], int] = {}  # (template code, hour) -> row
+        self.rows = Rows(2)  # values: template code, requests
+
+    def add(self, key: str, hb: int, n: int) -> None:
+        c = self.code.setdefault(key, len(self.code))
+        r = self.where.get((c, hb))
+        if r is None:
+            r = self.where[(c, hb)] = self.rows.append(hb)
+            self.rows.values[r, 0] = c
+        self.rows.values[r, 1] += n
+
+    def top_count(self, start: int) -> int:
+        rows = self.rows
+        inside = rows.hb[: rows.n] >= start
+        if not inside.any():
+            return 0
+        v = rows.values[: rows.n][inside]
+        return int(np.bincount(v[:, 0], weights=v[:, 1]).max())
+
+    def __bool__(self) -> bool:
+        return self.rows.n > 0
+
+    def prune(self, before_hb: int) -> None:
+        self.rows.keep(self.rows.hb[: self.rows.n] >= before_hb)
+        hb, codes = self.rows.hb[: self.rows.n].tolist(), self.rows.values[: self.rows.n, 0]
+        self.where = {(c, h): r for r, (c, h) in enumerate(zip(codes.tolist(), hb, strict=True))}
+
+
+class Account:
+    """Window state of one account."""
+
+    __slots__ = ("counters", "hour_row", "keys", "models", "templates")
+
+    def __init__(self) -> None:
+        self.hour_row: dict[int, int] = {}
+        self.counters = Rows(VECTOR)
+        self.keys: dict[str, KeySet] = {}
+        self.templates = Templates()
+        self.models: dict[str, list[int]] = {}  # model -> sorted hours of use
+
+    def row(self, hb: int) -> int:
+        r = self.hour_row.get(hb)
+        if r is None:
+            r = self.hour_row[hb] = self.counters.append(hb)
+        return r
+
+    def sums(self, start: int) -> np.ndarray:
+        c = self.counters
+        return c.values[: c.n][c.hb[: c.n] >= start].sum(axis=0)
+
+    def key_set(self, kind: str) -> KeySet:
+        ks = self.keys.get(kind)
+        if ks is None:
+            ks = self.keys[kind] = KeySet()
+        return ks
+
+    def prune(self, before_hb: int) -> None:
+        c = self.counters
+        c.keep(c.hb[: c.n] >= before_hb)
+        self.hour_row = {h: r for r, h in enumerate(c.hb[: c.n].tolist())}
+        for ks in self.keys.values():
+            ks.prune(before_hb)
+        self.templates.prune(before_hb)
+        for model in list(self.models):
+            hours = [h for h in self.models[model] if h >= before_hb]
+            if hours:
+                self.models[model] = hours
+            else:
+                del self.models[model]
+
+
+class WindowState:
+    """Every account's windows, updated by the same deltas the stores write."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+
+    def _account(self, account_id: str) -> Account:
+        a = self.accounts.get(account_id)
+        if a is None:
+            a = self.accounts[account_id] = Account()
+        return a
+
+    def apply_buckets(self, d: Deltas, min_hb: int | None = None) -> None:
+        """Counter deltas (account_id, hb, some METRICS); rows before `min_hb` are skipped."""
+        if d.num_rows == 0:
+            return
+        names = [c for c in d.column_names if c in METRICS]
+        cols = [METRICS.index(c) for c in names]
+        values = np.array([d[c] for c in names], dtype=np.int64).T  # rows x metrics
+        req = names.index("requests") if "requests" in names else None
+        for i, (account_id, hb) in enumerate(zip(d["account_id"], d["hb"], strict=True)):
+            if min_hb is not None and hb < min_hb:
+                continue
+            a = self._account(account_id)
+            r = a.row(hb)
+            a.counters.values[r, cols] += values[i]
+            if req is not None:
+                a.counters.values[r, N_METRICS + hb % 24] += values[i, req]
+
+    def apply_keys(self, d: Deltas, min_hb: int | None = None) -> None:
+        """Key deltas (account_id, kind, key, hb, n)."""
+        rows = zip(d["account_id"], d["kind"], d["key"], d["hb"], d["n"], strict=True)
+        for account_id, kind, key, hb, n in rows:
+            if (min_hb is not None and hb < min_hb) or not n:
+                continue
+            a = self._account(account_id)
+            if kind == "tpl":
+                a.templates.add(key, hb, n)
+            elif kind == "model":
+                hours = a.models.setdefault(key, [])
+                pos = bisect.bisect_left(hours, hb)
+                if pos == len(hours) or hours[pos] != hb:
+                    hours.insert(pos, hb)
+            a.key_set(kind).see(key, hb)  # every kind counts as distinct keys
+
+    def windows(self, accounts: list[str], short_from: int, long_from: int) -> Windows:
+        out = empty_windows(accounts)
+        n = len(accounts)
+        long = np.zeros((n, VECTOR), dtype=np.int64)
+        short = np.zeros((n, VECTOR), dtype=np.int64)
+        for i, account_id in enumerate(accounts):
+            a = self.accounts.get(account_id)
+            if a is None:
+                continue
+            if a.counters.n:
+                long[i] = a.sums(long_from)
+                short[i] = a.sums(short_from)
+            for kind, ks in a.keys.items():
+                out.distinct_long[kind][i] = ks.distinct(long_from)
+                out.distinct_short[kind][i] = ks.distinct(short_from)
+            if a.templates:
+                out.top_template[i] = a.templates.top_count(long_from)
+            for model, hours in a.models.items():
+                pos = bisect.bisect_left(hours, long_from)
+                if pos < len(hours):
+                    out.first_use_hb[i][model] = hours[pos]
+        long_cols, short_cols = long.T.tolist(), short.T.tolist()
+        for j, m in enumerate(METRICS):
+            out.long[m] = long_cols[j]
+            out.short[m] = short_cols[j]
+        out.hour_counts = long[:, N_METRICS:].tolist()
+        return out
+
+    def prune(self, before_hb: int) -> None:
+        for account_id in list(self.accounts):
+            self.accounts[account_id].prune(before_hb)
+
+
+class IdIndex:
+    """Which log record holds each acknowledged request id: 64-bit hashes in sorted NumPy
+    segments (16 bytes per id, not a Python object per id), the newest in a dict.
+
+    A hash is only a candidate: the caller confirms it against the record's ids, so a hash
+    collision can never make a new event look like a duplicate. Hashes are Python's string
+    hash, which is only stable within a process: the index is rebuilt from the log at start.
+    """
+
+    def __init__(self) -> None:
+        self.recent: dict[int, int] = {}  # hash -> record seq
+        self.collided: dict[str, int] = {}  # ids whose hash another id already has
+        self.segments: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, seqs)
+        self.size = 0
+
+    def candidates(self, ids: list[str]) -> dict[str, list[int]]:
+        """id -> record seqs that may hold it (only ids with at least one)."""
+        if not self.size:
+            return {}
+        out: dict[str, list[int]] = {}
+        hashes = [hash(i) for i in ids]
+        for rid, h in zip(ids, hashes, strict=True):
+            seq = self.recent.get(h)
+            if seq is not None:
+                out.setdefault(rid, []).append(seq)
+            seq = self.collided.get(rid)
+            if seq is not None:
+                out.setdefault(rid, []).append(seq)
+        if self.segments:
+            q = np.array(hashes, dtype=np.int64)
+            for seg_h, seg_s in self.segments:
+                lo = np.searchsorted(seg_h, q, side="left")
+                hi = np.searchsorted(seg_h, q, side="right")
+                for k in np.flatnonzero(hi > lo):
+                    out.setdefault(ids[k], []).extend(seg_s[lo[k] : hi[k]].tolist())
+        return out
+
+    def add(self, ids: list[str], seq: int) -> None:
+        """Index `ids` (all new: the caller checked) as held by record `seq`."""
+        hashes = [hash(i) for i in ids]
+        taken = self._in_segments(hashes)
+        for rid, h, in_segment in zip(ids, hashes, taken, strict=True):
+            if in_segment or h in self.recent:
+                self.collided[rid] = seq
+            else:
+                self.recent[h] = seq
+        self.size += len(ids)
+        if len(self.recent) >= SEGMENT_IDS:
+            self._freeze()
+
+    def _in_segments(self, hashes: list[int]) -> list[bool]:
+        if not self.segments:
+            return [False] * len(hashes)
+        q = np.array(hashes, dtype=np.int64)
+        found = np.zeros(len(q), dtype=bool)
+        for seg_h, _ in self.segments:
+            pos = np.minimum(np.searchsorted(seg_h, q), len(seg_h) - 1)
+            found |= seg_h[pos] == q
+        return found.tolist()
+
+    def _freeze(self) -> None:
+        """The dict becomes a sorted segment; segments of similar size merge (as in an LSM
+        tree), so each id is re-sorted O(log n) times and a look-up scans few segments."""
+        h = np.fromiter(self.recent.keys(), dtype=np.int64, count=len(self.recent))
+        s = np.fromiter(self.recent.values(), dtype=np.int64, count=len(self.recent))
+        self.recent = {}
+        self.segments.append(_sorted(h, s))
+        while len(self.segments) > 1 and len(self.segments[-2][0]) <= 2 * len(self.segments[-1][0]):
+            (h2, s2), (h1, s1) = self.segments.pop(), self.segments.pop()
+            self.segments.append(_sorted(np.concatenate([h1, h2]), np.concatenate([s1, s2])))
+
+    def drop_records(self, seqs: set[int]) -> None:
+        """Forget the ids of pruned log records."""
+        if not seqs:
+            return
+        dead = np.fromiter(seqs, dtype=np.int64, count=len(seqs))
+        kept_segments = []
+        for seg_h, seg_s in self.segments:
+            keep = ~np.isin(seg_s, dead)
+            if keep.any():
+                kept_segments.append((seg_h[keep], seg_s[keep]))
+        self.segments = kept_segments
+        self.recent = {h: s for h, s in self.recent.items() if s not in seqs}
+        self.collided = {r: s for r, s in self.collided.items() if s not in seqs}
+        self.size = len(self.recent) + len(self.collided) + sum(len(h) for h, _ in self.segments)
+
+
+def _sorted(h: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(h, kind="stable")
+    return h[order], s[order]
