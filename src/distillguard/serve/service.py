@@ -42,7 +42,6 @@ from distillguard.serve.features import (
     MS_PER_HOUR,
     adoption_lag_h,
     event_deltas,
-    from_ipc,
     request_rows,
     signal_deltas,
     to_ipc,
@@ -55,9 +54,14 @@ from distillguard.serve.multiproc import (
     other_metrics,
     write_metrics,
 )
-from distillguard.serve.store import Commit, Store, Windows
+from distillguard.serve.store import Commit, Deltas, Store, Windows
 from distillguard.serve.validate import EventValidator, Rejected
-from distillguard.serve.workers import Worker, analyse_ipc, analyse_sqlite, signals_ipc
+from distillguard.serve.workers import (
+    Worker,
+    analyse_ipc,
+    analyse_sqlite,
+    signal_commits_ipc,
+)
 from distillguard.signals import compute_signals
 
 log = logging.getLogger("distillguard.serve")
@@ -462,17 +466,16 @@ class Service:
             return 0
         rows = pa.concat_tables([r for r, _ in pending])
         events = pa.concat_tables([e for _, e in pending])
-        signals = from_ipc([self._signal_worker.run(signals_ipc, to_ipc(events))])
-        # Handed to the committer in slices that ride along with the POSTs' transactions (one
-        # slice each), so a flush neither adds fsyncs nor makes a POST wait for all of it.
-        side = []
-        for start in range(0, rows.num_rows, SIGNAL_COMMIT_ROWS):
-            part = rows.slice(start, SIGNAL_COMMIT_ROWS)
-            sig = signals.slice(start, SIGNAL_COMMIT_ROWS)
-            buckets, keys = signal_deltas(part, sig)
-            hb = int(np.max(np.asarray(part["hb"])))
-            blob = (hb, "signals", to_ipc(sig), sig.num_rows)
-            side.append(_Side(Commit(buckets=[buckets], keys=[keys], blobs=[blob])))
+        # Signals and their counter deltas are computed by the helper, in slices that ride
+        # along with the POSTs' transactions (one slice each), so a flush neither adds fsyncs
+        # nor makes a POST wait for all of it.
+        parts = self._signal_worker.run(
+            signal_commits_ipc, to_ipc(events), to_ipc(rows), SIGNAL_COMMIT_ROWS
+        )
+        side = [
+            _Side(Commit(buckets=[Deltas(b)], keys=[Deltas(k)], blobs=[(hb, "signals", blob, n)]))
+            for hb, blob, n, b, k in parts
+        ]
         with self._group_cond:
             if self._commit_thread.is_alive():
                 self._side.extend(side)

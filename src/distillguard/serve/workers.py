@@ -28,14 +28,35 @@ def _read(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
-def signals_ipc(data: bytes) -> bytes:
-    """compute_signals over an events table given and returned as Arrow IPC."""
-    from distillguard.serve.features import to_ipc
+def signal_commits_ipc(
+    events: bytes, rows: bytes, slice_rows: int
+) -> list[tuple[int, bytes, int, dict[str, list], dict[str, list]]]:
+    """Request signals of an events table and, per slice of `slice_rows` requests, what its
+    side commit writes: (newest hour, signals IPC, rows, counter delta columns, key delta
+    columns). `rows` (request_id, account_id, hb) align with `events` by position. Done here
+    rather than in the server so the request path's process only wraps the results."""
+    from distillguard.serve.features import signal_deltas, to_ipc
     from distillguard.signals import compute_signals
 
-    events = _read(data).combine_chunks()
-    batch = events.to_batches(max_chunksize=events.num_rows)[0]
-    return to_ipc(pa.Table.from_batches([compute_signals(batch)]))
+    table = _read(events).combine_chunks()
+    batch = table.to_batches(max_chunksize=table.num_rows)[0]
+    signals = pa.Table.from_batches([compute_signals(batch)])
+    keys = _read(rows)
+    out = []
+    for start in range(0, keys.num_rows, slice_rows):
+        part, sig = keys.slice(start, slice_rows), signals.slice(start, slice_rows)
+        buckets, key_deltas = signal_deltas(part, sig)
+        hb = max(part["hb"].to_pylist())
+        out.append(
+            (
+                hb,
+                to_ipc(sig),
+                sig.num_rows,
+                {c: list(v) for c, v in buckets.columns.items()},
+                {c: list(v) for c, v in key_deltas.columns.items()},
+            )
+        )
+    return out
 
 
 def analyse_ipc(data: bytes, flag_threshold: float, at_ms: int) -> bytes:
