@@ -210,3 +210,18 @@ def test_prune_survives_a_restart(tmp_path):
     assert expect["a"]["long"]["requests"] == 1
     assert set(again.known(["r100", "r101", "r103"])) == {"r103"}
     again.close()
+
+
+def test_settled_heap_is_frozen_with_rarer_young_collections():
+    import gc
+
+    from distillguard.serve.app import GC_YOUNG_THRESHOLD, settle_heap
+
+    threshold = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -61,7 +61,7 @@ def run_single(
 
     from distillguard.serve.app import create_app
 
-    app = create_app(cfg, runtime=runtime)
+    app = create_app(cfg, runtime=runtime, freeze_heap=True)
     # The request path shares the GIL with the signal and analysis threads' Arrow glue: a
     # shorter switch interval (default 5 ms) bounds how long a POST waits for its turn.
     sys.setswitchinterval(SWITCH_INTERVAL_S)

@@ -23,6 +23,7 @@ from distillguard.serve.store import METRICS, Deltas, Windows, empty_windows
 
 N_METRICS = len(METRICS)
 VECTOR = N_METRICS + 24  # the metrics, then requests by hour of day (hour-of-day entropy)
+HB_OFFSET = 1 << 31
 SEGMENT_IDS = 65_536  # request ids kept in a Python dict before they become a sorted segment
 
 
@@ -90,14 +91,17 @@ class Templates:
 
     def __init__(self) -> None:
         self.code: dict[str, int] = {}  # template -> small integer
-        self.where: dict[tuple[int, int], int] = {}  # (template code, hour) -> row
+        # (template code, hour) packed in one int -> row: a dict of ints is not tracked by the
+        # cyclic garbage collector (tuple keys would make every full collection walk it)
+        self.where: dict[int, int] = {}
         self.rows = Rows(2)  # values: template code, requests
 
     def add(self, key: str, hb: int, n: int) -> None:
         c = self.code.setdefault(key, len(self.code))
-        r = self.where.get((c, hb))
+        packed = _pack(c, hb)
+        r = self.where.get(packed)
         if r is None:
-            r = self.where[(c, hb)] = self.rows.append(hb)
+            r = self.where[packed] = self.rows.append(hb)
             self.rows.values[r, 0] = c
         self.rows.values[r, 1] += n
 
@@ -115,7 +119,13 @@ class Templates:
     def prune(self, before_hb: int) -> None:
         self.rows.keep(self.rows.hb[: self.rows.n] >= before_hb)
         hb, codes = self.rows.hb[: self.rows.n].tolist(), self.rows.values[: self.rows.n, 0]
-        self.where = {(c, h): r for r, (c, h) in enumerate(zip(codes.tolist(), hb, strict=True))}
+        self.where = {
+            _pack(c, h): r for r, (c, h) in enumerate(zip(codes.tolist(), hb, strict=True))
+        }
+
+
+def _pack(code: int, hb: int) -> int:
+    return (code << 32) | (hb + HB_OFFSET)  # hours of years 1..9999 fit in 32 bits
 
 
 class Account:
