@@ -1,11 +1,12 @@
 import ibis
+import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from distillguard.links.evidence import evidence
+from distillguard.links.evidence import VIEWS, evidence
 from distillguard.links.graph import FULL_PAIRS_MAX, account_order, edges, keyed_members
 from tests.enriched_factory import enriched
 
@@ -15,7 +16,7 @@ def _edges(table: pa.Table) -> pa.Table:
     e = be.create_table("e", table)
     ids = pc.unique(table["account_id"])
     order = be.create_table("o", account_order(ids))
-    return edges(evidence(e, None), order, len(ids)).to_pyarrow()
+    return edges(evidence(e, None, order), order, len(ids)).to_pyarrow()
 
 
 def test_hydra_accounts_are_linked_by_content_and_timing():
@@ -78,20 +79,18 @@ def test_pairs_are_stored_once_in_order():
 
 def _wrapper_members(shares: list[float]) -> pa.Table:
     be = ibis.duckdb.connect()
-    ids = [f"a{i}" for i in range(len(shares))]
     ev = be.create_table(
         "ev",
         pa.table(
             {
-                "account_id": ids,
-                "view": ["wrapper"] * len(ids),
-                "key": ["band-1"] * len(ids),
+                "ord": pa.array(range(len(shares)), pa.int64()),
+                "v": pa.array([VIEWS.index("wrapper")] * len(shares), pa.int8()),
+                "key": pa.array([12345] * len(shares), pa.int64()),
                 "share": shares,
             }
         ),
     )
-    order = be.create_table("o", account_order(pa.array(ids)))
-    return keyed_members(ev, order, len(ids)).to_pyarrow()
+    return keyed_members(ev, len(shares)).to_pyarrow()
 
 
 def test_reused_paraphrase_band_links_its_accounts():
@@ -105,22 +104,24 @@ def test_band_on_a_sliver_of_diverse_chat_is_not_linked():
     assert members.num_rows == 0  # only one account holds the band at a real share
 
 
-def test_edges_aggregated_in_parts_equal_the_whole(tmp_path):
-    from distillguard.links.graph import pair_edges, pair_rows
-    from distillguard.pipeline.stages import ParquetStore
-
+def _mixed_population() -> tuple[pa.Table, ibis.BaseBackend, ir.Table, ir.Table, int]:
+    """A hydra (groups above FULL_PAIRS_MAX) and a NAT crowd: table, backend, events, order, n."""
     hydra = enriched([f"h{i:02d}" for i in range(30)], 20, templates=[7, 8], synced=True, seed=6)
     crowd = enriched([f"c{i:02d}" for i in range(40)], 20, ips=["198.51.100.9"], seed=7)
     table = pa.concat_tables([hydra, crowd])
     be = ibis.duckdb.connect()
-    e = be.create_table("e", table)
     ids = pc.unique(table["account_id"])
-    order = be.create_table("o", account_order(ids))
-    whole = _edges(table)
-    pairs = ParquetStore(be, tmp_path).put(pair_rows(evidence(e, None), order, len(ids)), "p")
-    parts = [pair_edges(pairs, order, p, 3).to_pyarrow() for p in range(3)]
-    assert all(t.num_rows > 0 for t in parts)  # every part holds some of the pairs
-    joined = pa.concat_tables(parts).sort_by([("a", "ascending"), ("b", "ascending")])
+    return (
+        table,
+        be,
+        be.create_table("e", table),
+        be.create_table("o", account_order(ids)),
+        len(ids),
+    )
+
+
+def _assert_same_edges(tables: list[pa.Table], whole: pa.Table) -> None:
+    joined = pa.concat_tables(tables).sort_by([("a", "ascending"), ("b", "ascending")])
     assert joined.num_rows == whole.num_rows
     for name in whole.column_names:
         got, want = joined[name].to_numpy(), whole[name].to_numpy()
@@ -128,3 +129,36 @@ def test_edges_aggregated_in_parts_equal_the_whole(tmp_path):
             assert (got == want).all(), name
         else:  # sums of floats: only the order of addition differs
             np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=name)
+
+
+def test_edges_aggregated_in_parts_equal_the_whole(tmp_path):
+    from distillguard.links.graph import pair_edges, pair_rows
+    from distillguard.pipeline.stages import ParquetStore
+
+    table, be, e, order, n = _mixed_population()
+    pairs = ParquetStore(be, tmp_path).put(pair_rows(evidence(e, None, order), n), "p")
+    parts = [pair_edges(pairs, order, p, 3).to_pyarrow() for p in range(3)]
+    assert all(t.num_rows > 0 for t in parts)  # every part holds some of the pairs
+    _assert_same_edges(parts, _edges(table))
+
+
+def test_expected_pair_rows_counts_the_rows_pair_rows_makes():
+    from distillguard.links.graph import expected_pair_rows, key_sizes, pair_rows
+
+    _, _, e, order, n = _mixed_population()
+    ev = evidence(e, None, order)
+    sizes = key_sizes(ev, n)
+    assert int(sizes.n.max().execute()) > FULL_PAIRS_MAX  # both the full and expander paths
+    assert expected_pair_rows(sizes) == int(pair_rows(ev, n).count().execute())
+
+
+def test_pairs_written_in_parts_give_the_whole_graph(tmp_path, monkeypatch):
+    import distillguard.pipeline.stages as stages
+
+    table, be, e, order, n = _mixed_population()
+    monkeypatch.setattr(stages, "PAIRS_PER_PART", 500)  # several parts from a few thousand rows
+    store = stages.ParquetStore(be, tmp_path)
+    tables = stages._edges_in_parts(store, store.put(evidence(e, None, order), "ev"), order, n)
+    assert len(tables) > 2 and all(t.num_rows > 0 for t in tables)
+    assert not (tmp_path / "link_pairs.parquet").exists()  # intermediates are dropped
+    _assert_same_edges(tables, _edges(table))

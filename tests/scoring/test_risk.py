@@ -30,7 +30,7 @@ def scored() -> pa.Table:
     e = be.create_table("e", table)
     fp = account_fingerprints(e).to_pyarrow()
     order = be.create_table("o", account_order(fp["account_id"]))
-    g = with_twins(edges(evidence(e, None), order, fp.num_rows).to_pyarrow(), twin_edges(fp))
+    g = with_twins(edges(evidence(e, None, order), order, fp.num_rows).to_pyarrow(), twin_edges(fp))
     return score(fp, g, communities(fp["account_id"], g)).accounts
 
 

@@ -187,3 +187,23 @@ def test_both_densification_paths_compute_the_same_function() -> None:
     template._densify_sparse(table, filled, sparse, rows)
     assert np.array_equal(by_steps, sparse)
     assert not (by_steps[rows] == np.iinfo(np.uint64).max).any()
+
+
+def test_fewer_bands_are_the_first_bands_of_the_full_sketch():
+    import pyarrow.compute as pc
+    import pytest
+
+    from distillguard.signals.template import BANDS, TemplateSignal
+
+    # Mixed lengths: texts with few shingles take the sparse densification path, long ones
+    # the step-by-step path; both must fill the kept bins exactly as the full sketch does.
+    prompts = [_filled(w, i) for i, w in enumerate(WRAPPERS * 3)] + ["hi", "fix this", ""]
+    prompts += [" ".join(QUESTIONS * (1 + i)) for i in range(4)]
+    batch = events(prompts)
+    full = TemplateSignal().compute(batch)["tpl_bands"]
+    assert len(full[0].as_py()) == BANDS
+    for bands in (1, 4, 7):
+        few = TemplateSignal(bands=bands).compute(batch)["tpl_bands"]
+        assert few.to_pylist() == pc.list_slice(full, 0, bands).to_pylist()
+    with pytest.raises(ValueError, match="bands"):
+        TemplateSignal(bands=BANDS + 1)

@@ -10,6 +10,7 @@ import ibis
 import ibis.expr.types as ir
 
 from distillguard.contract import CAPABILITIES
+from distillguard.links.evidence import VIEWS, view_codes
 
 MIN_CAPABILITY_SHARE = 0.05  # a capability under 5% of a campaign's requests is not a target
 ADOPTION_WINDOW_H = 72
@@ -101,15 +102,18 @@ MERGE_VIEWS = ("sentence",)
 def cluster_content_similarity(ev: ir.Table, members: ir.Table) -> ir.Table:
     """Histogram intersection of pooled template/sentence use between pairs of clusters.
 
-    `members` maps account_id -> cluster (flagged accounts only). Two pieces of one operation
-    draw on the same prompt library; two campaigns rarely do.
+    `ev` is `links.evidence.evidence`; `members` maps account position `ord` -> cluster
+    (flagged accounts only). Two pieces of one operation draw on the same prompt library; two
+    campaigns rarely do.
     """
-    j = ev.filter(ev["view"].isin(MERGE_VIEWS)).join(members, "account_id")
-    k = j.group_by(["cluster", "view", "key"]).aggregate(s=j.share.sum())
-    tot = k.group_by(["cluster", "view"]).aggregate(t=k.s.sum())
-    p = k.join(tot, ["cluster", "view"])
-    p = p.select("cluster", "view", "key", p=p.s / p.t)
+    j = ev.filter(ev.v.isin(view_codes(MERGE_VIEWS))).join(members, "ord")
+    k = j.group_by(["cluster", "v", "key"]).aggregate(s=j.share.sum())
+    tot = k.group_by(["cluster", "v"]).aggregate(t=k.s.sum())
+    p = k.join(tot, ["cluster", "v"])
+    p = p.select("cluster", "v", "key", p=p.s / p.t)
     q = p.view()
-    pair = p.join(q, [p["view"] == q["view"], p.key == q.key, p.cluster < q.cluster])
-    pair = pair.select(c1=p.cluster, c2=q.cluster, view=p["view"], m=ibis.least(p.p, q.p))
-    return pair.group_by(["c1", "c2", "view"]).aggregate(similarity=pair.m.sum())
+    pair = p.join(q, [p.v == q.v, p.key == q.key, p.cluster < q.cluster])
+    pair = pair.select(c1=p.cluster, c2=q.cluster, v=p.v, m=ibis.least(p.p, q.p))
+    sims = pair.group_by(["c1", "c2", "v"]).aggregate(similarity=pair.m.sum())
+    name = ibis.cases(*[(sims.v == i, v) for i, v in enumerate(VIEWS)], else_="?")
+    return sims.select("c1", "c2", view=name, similarity=sims.similarity)

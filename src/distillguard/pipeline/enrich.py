@@ -24,7 +24,8 @@ from distillguard.contract import TIMESTAMP
 from distillguard.engines.duckdb import sql_path
 from distillguard.ingest.ipintel import classify_ips
 from distillguard.links.evidence import LINK_BANDS
-from distillguard.signals import compute_signals
+from distillguard.signals import SIGNALS, compute_signals
+from distillguard.signals.template import TemplateSignal
 
 MS_PER_DAY = 86_400_000
 MS_PER_HOUR = 3_600_000
@@ -103,17 +104,21 @@ def _time_columns(ts: pa.Array) -> dict[str, pa.Array]:
     }
 
 
+# The link graph reads only the first LINK_BANDS paraphrase bands: computing the other twelve
+# cost a fifth of the signals' time, and storing them half of the enriched table's bytes.
+ENRICH_SIGNALS = tuple(
+    TemplateSignal(bands=LINK_BANDS) if isinstance(s, TemplateSignal) else s for s in SIGNALS
+)
+
+
 def enrich_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     """One batch of contract events -> carried columns + time columns + request signals."""
-    signals = compute_signals(batch)
+    signals = compute_signals(batch, ENRICH_SIGNALS)
     cols: dict[str, pa.Array] = {name: batch.column(name) for name in CARRIED}
     cols.update(_time_columns(batch.column("timestamp")))
     for name in signals.schema.names:
         if name != "request_id":
             cols[name] = signals.column(name)
-    # The link graph reads only the first LINK_BANDS paraphrase bands; the other twelve were
-    # half of the enriched table's bytes (random 64-bit keys do not compress).
-    cols["tpl_bands"] = pc.list_slice(cols["tpl_bands"], 0, LINK_BANDS)
     return pa.RecordBatch.from_pydict(cols)
 
 

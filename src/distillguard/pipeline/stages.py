@@ -12,11 +12,19 @@ from pathlib import Path
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from distillguard.campaigns import build as cb
 from distillguard.campaigns.assemble import assign_campaigns, cluster_capability_mix
 from distillguard.links.evidence import evidence
-from distillguard.links.graph import account_order, pair_edges, pair_rows
+from distillguard.links.graph import (
+    account_order,
+    expected_pair_rows,
+    key_sizes,
+    pair_edges,
+    pair_part,
+    pair_rows,
+)
 from distillguard.links.twins import twin_edges, with_twins
 
 # Pair rows aggregated at once; more are aggregated in parts (about 3 GB of hash table each).
@@ -41,6 +49,21 @@ class ParquetStore:
         self.be.to_parquet(expr, path)
         return self.be.read_parquet(path.as_posix(), table_name=name)
 
+    def put_parts(self, expr: ir.Table, name: str, column: str) -> None:
+        """Write `expr` split by the values of `column` (a folder per value, Hive style), so
+        each part is read back alone instead of filtered out of a scan of the whole."""
+        self.drop(name)
+        # The two backends name the writer option differently.
+        option = "partitionBy" if self.be.name == "pyspark" else "partition_by"
+        self.be.to_parquet(expr, self.folder / f"{name}.parquet", **{option: column})
+
+    def part(self, name: str, column: str, value: int) -> ir.Table | None:
+        """The rows of part `column = value` written by `put_parts` (None if it has none)."""
+        folder = self.folder / f"{name}.parquet" / f"{column}={value}"
+        if not folder.is_dir():
+            return None
+        return self.be.read_parquet((folder / "*.parquet").as_posix(), table_name=f"{name}_{value}")
+
     def drop(self, name: str) -> None:
         path = self.folder / f"{name}.parquet"
         if path.is_dir():
@@ -63,19 +86,38 @@ def link_graph(
     aggregated in parts of at most `PAIRS_PER_PART` rows (bounded memory at full scale).
     """
     order = be.create_table("account_order", account_order(fp["account_id"]), overwrite=True)
-    ev = evidence(e, accounts).semi_join(order, "account_id")
-    if store is not None:
+    ev = evidence(e, accounts, order)
+    if store is None:
+        tables = [pair_edges(pair_rows(ev, fp.num_rows), order).to_pyarrow()]
+    else:
         ev = store.put(ev, "link_evidence")
-    pairs = pair_rows(ev, order, fp.num_rows)
-    parts = 1
-    if store is not None:
-        pairs = store.put(pairs, "link_pairs")
-        parts = max(1, math.ceil(int(pairs.count().execute()) / PAIRS_PER_PART))
-    tables = [pair_edges(pairs, order, part, parts).to_pyarrow() for part in range(parts)]
-    if store is not None:
-        store.drop("link_pairs")
+        tables = _edges_in_parts(store, ev, order, fp.num_rows)
     # with_twins sorts the merged edges by (a, b).
     return with_twins(pa.concat_tables(tables), twin_edges(fp)), ev
+
+
+def _edges_in_parts(
+    store: ParquetStore, ev: ir.Table, order: ir.Table, total_accounts: int
+) -> list[pa.Table]:
+    """The graph's edges from pair rows written once, split into parts of about
+    `PAIRS_PER_PART` rows by `pair_part`, each part summed on its own."""
+    sizes = store.put(key_sizes(ev, total_accounts), "link_keys")
+    parts = max(1, math.ceil(expected_pair_rows(sizes) / PAIRS_PER_PART))
+    pairs = pair_rows(ev, total_accounts, sizes)
+    store.put_parts(pairs.mutate(part=pair_part(pairs, parts)), "link_pairs", "part")
+    edge_files = store.folder / "link_edges"
+    edge_files.mkdir(exist_ok=True)
+    for i in range(parts):
+        rows = store.part("link_pairs", "part", i)
+        if rows is not None:
+            # Each part's edges go to disk at once: held as query results, ten parts took
+            # twice their size in memory (~5 GB at full scale) until the last was done.
+            pq.write_table(pair_edges(rows, order).to_pyarrow(), edge_files / f"{i}.parquet")
+    store.drop("link_pairs")
+    store.drop("link_keys")
+    tables = [pq.read_table(f) for f in sorted(edge_files.glob("*.parquet"))]
+    shutil.rmtree(edge_files)
+    return tables
 
 
 def campaign_assignment(
@@ -85,7 +127,7 @@ def campaign_assignment(
     flagged = scored_accounts.filter(scored_accounts["flagged"])
     members = be.create_table(
         "flagged_members", flagged.select(["account_id", "cluster"]), overwrite=True
-    )
+    ).join(be.table("account_order"), "account_id")
     similarity = cb.cluster_content_similarity(ev, members).to_pyarrow()
     mix = cluster_capability_mix(fp, scored_accounts)
     requests = fp.select(["account_id", "requests"])

@@ -9,6 +9,8 @@ column order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyarrow as pa
 
 from distillguard.errors import UserError
@@ -53,28 +55,31 @@ def signal_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
-def compute_signals(batch: pa.RecordBatch) -> pa.RecordBatch:
+def compute_signals(batch: pa.RecordBatch, signals: Sequence[Signal] = SIGNALS) -> pa.RecordBatch:
     """Every signal column for `batch` (contract.EVENTS), same length and row order.
 
     Only `request_id` and the signal columns are returned; join back on request_id or by
-    position.
+    position. `signals` may swap a registry entry for a differently configured instance of
+    the same signal (same columns), e.g. a TemplateSignal with fewer bands.
     """
     if "prompt" not in batch.schema.names or "request_id" not in batch.schema.names:
         raise UserError("signals need an events batch with request_id and prompt columns")
     schema = signal_schema()
     if batch.num_rows <= CHUNK_ROWS:
-        return _compute_chunk(batch, schema)
+        return _compute_chunk(batch, schema, signals)
     chunks = [
-        _compute_chunk(batch.slice(start, CHUNK_ROWS), schema)
+        _compute_chunk(batch.slice(start, CHUNK_ROWS), schema, signals)
         for start in range(0, batch.num_rows, CHUNK_ROWS)
     ]
     return pa.Table.from_batches(chunks, schema=schema).combine_chunks().to_batches()[0]
 
 
-def _compute_chunk(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+def _compute_chunk(
+    batch: pa.RecordBatch, schema: pa.Schema, signals: Sequence[Signal]
+) -> pa.RecordBatch:
     columns: dict[str, pa.Array] = {"request_id": batch.column("request_id").cast(pa.string())}
     try:
-        for signal in SIGNALS:
+        for signal in signals:
             columns.update(signal.compute(batch))
     finally:
         clear_memo()

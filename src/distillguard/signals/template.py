@@ -135,7 +135,7 @@ _PROBE_ORDER = _probe_order()
 _PROBE_RANK = np.argsort(_PROBE_ORDER, axis=1).astype(np.int16)
 
 
-def _densify(table: np.ndarray, filled: np.ndarray) -> np.ndarray:
+def _densify(table: np.ndarray, filled: np.ndarray, targets: int = BINS) -> np.ndarray:
     """Fill each empty bin j with the value of the first filled bin in bin j's fixed probe
     order ("optimal densification", Shrivastava 2017): two texts agree on a densified bin
     exactly when they agree on the bin it copies, so a band still collides with probability
@@ -143,9 +143,10 @@ def _densify(table: np.ndarray, filled: np.ndarray) -> np.ndarray:
 
     The result is one function of (table, filled); it is computed in two ways by cost:
     texts with many filled bins probe step by step (few steps), texts with few filled bins
-    loop over those few bins.
+    loop over those few bins. Only the first `targets` bins are returned (and filled): the
+    bands a caller keeps need no more, and the sources are still all BINS bins.
     """
-    dense = table.copy()
+    dense = table[:, :targets].copy()
     n_filled = filled.sum(axis=1)
     sparse = np.flatnonzero((n_filled > 0) & (n_filled < _SPARSE_BELOW))
     many = (n_filled >= _SPARSE_BELOW) & (n_filled < BINS)
@@ -157,9 +158,7 @@ def _densify(table: np.ndarray, filled: np.ndarray) -> np.ndarray:
 # _KEYS[b, j]: bin b's rank in bin j's probe order, times BINS, plus b. The minimum key over
 # a text's filled bins is, for each target bin j, the earliest filled bin in j's probe order;
 # its low bits name that bin (ranks are unique per target bin, so there are no ties).
-_KEYS = (_PROBE_RANK.T * np.int16(BINS) + np.arange(BINS, dtype=np.int16)[:, None]).astype(
-    np.int16
-)
+_KEYS = (_PROBE_RANK.T * np.int16(BINS) + np.arange(BINS, dtype=np.int16)[:, None]).astype(np.int16)
 
 
 def _densify_sparse(
@@ -169,27 +168,32 @@ def _densify_sparse(
     keeping per empty bin the minimum key, i.e. the filled bin earliest in its probe order."""
     if len(rows) == 0:
         return
+    targets = dense.shape[1]
     row_of, bin_of = np.nonzero(filled[rows])
     slot = np.arange(len(row_of)) - np.searchsorted(row_of, np.arange(len(rows)))[row_of]
-    best = np.full((len(rows), BINS), np.iinfo(np.int16).max, dtype=np.int16)
+    best = np.full((len(rows), targets), np.iinfo(np.int16).max, dtype=np.int16)
+    keys = np.ascontiguousarray(_KEYS[:, :targets])
     for step in range(int(slot.max()) + 1):
         at = slot == step
         r = row_of[at]
-        best[r] = np.minimum(best[r], _KEYS[bin_of[at]])
+        best[r] = np.minimum(best[r], keys[bin_of[at]])
     source = (best & np.int16(BINS - 1)).astype(np.int64)
     sub = table[rows]
-    dense[rows] = np.where(filled[rows], sub, np.take_along_axis(sub, source, axis=1))
+    copied = np.take_along_axis(sub, source, axis=1)
+    dense[rows] = np.where(filled[rows, :targets], sub[:, :targets], copied)
 
 
 def _densify_by_steps(
     table: np.ndarray, filled: np.ndarray, dense: np.ndarray, rows: np.ndarray
 ) -> None:
-    # Flat (text * BINS + bin) indices: 1-D gathers are much cheaper than 2-D fancy indexing.
+    # Flat (text * width + bin) indices: 1-D gathers are much cheaper than 2-D fancy indexing.
+    targets = dense.shape[1]
     flat_table, flat_filled, flat_dense = table.reshape(-1), filled.reshape(-1), dense.reshape(-1)
-    empty = np.flatnonzero(~filled[rows]).astype(np.int64)
-    empty_bin = empty % BINS
-    slot = rows[empty // BINS] * BINS + empty_bin  # flat index of the empty bin
-    row_base = slot - empty_bin
+    empty = np.flatnonzero(~filled[rows, :targets]).astype(np.int64)
+    empty_bin = empty % targets
+    text = rows[empty // targets]
+    slot = text * targets + empty_bin  # flat index of the empty bin in `dense`
+    row_base = text * BINS  # flat index of the text's first bin in `table`
     order = _PROBE_ORDER.reshape(-1)
     for step in range(BINS):
         if len(slot) == 0:
@@ -201,8 +205,11 @@ def _densify_by_steps(
         slot, row_base, empty_bin = slot[missing], row_base[missing], empty_bin[missing]
 
 
-def _minhash_bands(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
-    """(band keys (n_texts, BANDS) uint64, has_shingles (n_texts,) bool).
+def _minhash_bands(
+    kept: _KeptTokens, n_texts: int, bands: int = BANDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(band keys (n_texts, bands) uint64, has_shingles (n_texts,) bool): the first `bands`
+    of the BANDS band keys (the same values whatever `bands` is).
 
     One-permutation hashing (one hash per shingle; bin = low bits, value = high bits, min per
     bin) with optimal densification of empty bins: O(shingles) instead of O(shingles x BINS)
@@ -215,9 +222,9 @@ def _minhash_bands(kept: _KeptTokens, n_texts: int) -> tuple[np.ndarray, np.ndar
     np.minimum.at(table, slot, hashed >> _U64(_BIN_BITS))
     table = table.reshape(n_texts, BINS)
     filled = table != _EMPTY_BIN
-    dense = _densify(table, filled)
-    rows = dense.reshape(n_texts, BANDS, ROWS)
-    keys = np.broadcast_to(mix64(np.arange(BANDS, dtype=_U64) ^ _BAND_SALT), (n_texts, BANDS))
+    dense = _densify(table, filled, bands * ROWS)
+    rows = dense.reshape(n_texts, bands, ROWS)
+    keys = np.broadcast_to(mix64(np.arange(bands, dtype=_U64) ^ _BAND_SALT), (n_texts, bands))
     with np.errstate(over="ignore"):
         for row in range(ROWS):
             keys = mix64(keys * _GOLDEN + rows[:, :, row])
@@ -274,6 +281,16 @@ class TemplateSignal(Signal):
         ATLAS_PROXY_MODEL,
     )
 
+    def __init__(self, bands: int = BANDS) -> None:
+        """`bands`: how many of the BANDS band keys to compute (the first ones; a pipeline
+        that reads only a few saves most of the densification)."""
+        if not 1 <= bands <= BANDS:
+            raise ValueError(f"bands must be 1..{BANDS}, got {bands}")
+        self.bands = bands
+
+    def __repr__(self) -> str:
+        return f"TemplateSignal(bands={self.bands})"
+
     def compute(self, batch: pa.RecordBatch) -> dict[str, pa.Array]:
         pt = prompt_text(batch)
         n_texts = len(pt.texts)
@@ -282,14 +299,14 @@ class TemplateSignal(Signal):
         prefix = _block_hash(kept.word_hash, start, first_end, False, _PREFIX_SALT)
         suffix = _block_hash(kept.word_hash, last_start, end, True, _SUFFIX_SALT)
         tpl_id = combine64(prefix, suffix)
-        bands, has_shingles = _minhash_bands(kept, n_texts)
+        bands, has_shingles = _minhash_bands(kept, n_texts, self.bands)
 
         has_text = pt.row_to_text >= 0
         row = np.where(has_text, pt.row_to_text, 0)
         rows_with_bands = has_text & pt.to_rows(has_shingles, False)
-        band_values = bands[row] if n_texts else np.zeros((len(row), BANDS), dtype=_U64)
+        band_values = bands[row] if n_texts else np.zeros((len(row), self.bands), dtype=_U64)
         offsets = np.zeros(len(row) + 1, dtype=np.int32)
-        offsets[1:] = np.cumsum(np.where(rows_with_bands, BANDS, 0))
+        offsets[1:] = np.cumsum(np.where(rows_with_bands, self.bands, 0))
         flat = band_values[rows_with_bands].reshape(-1)
         tpl_bands = pa.ListArray.from_arrays(
             pa.array(offsets), pa.array(as_int64(flat)), mask=pa.array(~rows_with_bands)
