@@ -106,19 +106,22 @@ def decide(
     labels = _label(risk, policy)
     chosen = _chosen_measures(risk, labels, policy)
     names = [name for name, _ in policy.measures]
+    # Python values from here on: per-element NumPy scalars cost ~100 ns each
+    contrib_rows, risks, label_list = contrib.tolist(), risk.tolist(), labels.tolist()
+    chosen_rows = chosen.tolist()
     out = []
     for i, account in enumerate(w.accounts):
         fired = [
-            (contrib[i, j], ind.reason(cols, i))
-            for j, ind in enumerate(ACCOUNT_INDICATORS)
-            if contrib[i, j] > REASON_FLOOR
+            (c, ind.reason(cols, i))
+            for c, ind in zip(contrib_rows[i], ACCOUNT_INDICATORS, strict=True)
+            if c > REASON_FLOOR
         ]
         v = cluster[i]
         if v is not None:
             fired += v.reasons
         fired.sort(key=lambda t: -t[0])
         reasons = [text for _, text in fired[:MAX_REASONS]]
-        label = int(labels[i])
+        label = label_list[i]
         limits = _limit_reasons(w, i, policy, short_hours)
         if limits:
             label = max(label, 1)
@@ -127,14 +130,22 @@ def decide(
             {
                 "account_id": account,
                 "decision": DECISIONS[label],
-                "risk": round(float(risk[i]), 4),
+                "risk": round(risks[i], 4),
                 "reasons": reasons,
                 "campaign_id": v.campaign_id if v else None,
-                "countermeasures": [n for n, on in zip(names, chosen[i], strict=True) if on],
+                "countermeasures": [n for n, on in zip(names, chosen_rows[i], strict=True) if on],
             }
         )
     return out
 
 
-def encode(decision: dict[str, Any]) -> str:
-    return json.dumps(decision, separators=(",", ":"))
+try:  # ~10x faster than the standard encoder; same JSON (UTF-8 rather than \u escapes)
+    from orjson import dumps as _orjson_dumps
+
+    def encode(decision: dict[str, Any]) -> str:
+        return _orjson_dumps(decision).decode()
+
+except ImportError:  # pragma: no cover
+
+    def encode(decision: dict[str, Any]) -> str:
+        return json.dumps(decision, separators=(",", ":"))
