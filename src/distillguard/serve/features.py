@@ -126,9 +126,12 @@ def _groups(*codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group.reshape(-1), first
 
 
-def _sums(account: pa.Array | pa.ChunkedArray, hb: np.ndarray, metrics: dict) -> Deltas:
-    """Per (account, hour) sums of each metric column."""
-    acc, names = _codes(account)
+Codes = tuple[np.ndarray, np.ndarray]
+
+
+def _sums(account: pa.Array | pa.ChunkedArray | Codes, hb: np.ndarray, metrics: dict) -> Deltas:
+    """Per (account, hour) sums of each metric column (`account` may come encoded)."""
+    acc, names = account if isinstance(account, tuple) else _codes(account)
     group, first = _groups(acc, hb)
     k = len(first)
     cols = {
@@ -139,19 +142,22 @@ def _sums(account: pa.Array | pa.ChunkedArray, hb: np.ndarray, metrics: dict) ->
 
 
 def _key_counts(
-    account: pa.Array | pa.ChunkedArray,
+    account: pa.Array | pa.ChunkedArray | Codes,
     kinds: list[tuple[str, pa.Array | pa.ChunkedArray, np.ndarray]],
     hb: np.ndarray,
 ) -> Deltas:
     """How often each (account, kind, key, hour) occurs; `kinds` = (kind, keys, row mask).
 
-    All kinds in one grouping: each kind's keys are dictionary-encoded once, offset so codes of
-    different kinds never collide.
+    All kinds in one grouping: each kind's keys are dictionary-encoded once (a column given
+    for two kinds, once for both), offset so codes of different kinds never collide.
     """
-    acc, acc_names = _codes(account)
+    acc, acc_names = account if isinstance(account, tuple) else _codes(account)
     sel, kind, key, key_names, offset = [], [], [], [], 0
+    encoded: dict[int, Codes] = {}
     for j, (_, keys, mask) in enumerate(kinds):
-        codes, names = _codes(keys)
+        if id(keys) not in encoded:
+            encoded[id(keys)] = _codes(keys)
+        codes, names = encoded[id(keys)]
         rows = np.flatnonzero(mask & _present(keys))
         sel.append(rows)
         kind.append(np.full(len(rows), j, dtype=np.int64))
@@ -224,13 +230,14 @@ def event_deltas(rows: pa.Table, models: bool = False) -> tuple[Deltas, Deltas]:
         "followups": _counts(rows["turn"]) > 0,
         "errors": errors,
     }
-    buckets = _sums(rows["account_id"], hb, metrics)
+    account = _codes(rows["account_id"])  # encoded once for both groupings
+    buckets = _sums(account, hb, metrics)
     everywhere = np.ones(n, dtype=bool)
     ip, subnet = rows["client_ip"], rows["subnet"]
     kinds = [("ip", ip, everywhere), ("home_ip", ip, home), ("subnet", subnet, everywhere)]
     if models:
         kinds.append(("model", rows["model"], everywhere))
-    keys = _key_counts(rows["account_id"], kinds, hb)
+    keys = _key_counts(account, kinds, hb)
     return buckets, keys
 
 
