@@ -47,14 +47,24 @@ def communities(
     gathers a campaign whose members are bound only by many faint links. Pieces of one
     operation that Leiden cuts apart are rejoined by `campaigns.assemble` when strongly linked.
     """
+    ids, graph = strong_graph(accounts, edges, min_weight)
+    membership = _leidenalg(graph, resolution) if LEIDENALG else _igraph_leiden(graph, resolution)
+    return pa.table({"account_id": ids, "cluster": _canonical(membership)})
+
+
+def strong_graph(
+    accounts: pa.Array, edges: pa.Table, min_weight: float = MIN_EDGE_WEIGHT
+) -> tuple[pa.Array, ig.Graph]:
+    """Sorted distinct account ids and the weighted igraph graph of their links of at least
+    `min_weight` (vertex i is ids[i]; edges in (a, b) order, so the same edges give the same
+    graph)."""
     ids = pc.unique(accounts.cast(pa.string())).sort()
     strong = edges.filter(pc.greater_equal(edges["weight"], min_weight))
     strong = strong.sort_by([("a", "ascending"), ("b", "ascending")])
     src, dst = edge_endpoints(strong, ids.to_pylist())
     graph = ig.Graph(n=len(ids), edges=np.column_stack([src, dst]), directed=False)
     graph.es["weight"] = strong["weight"].to_numpy(zero_copy_only=False)
-    membership = _leidenalg(graph, resolution) if LEIDENALG else _igraph_leiden(graph, resolution)
-    return pa.table({"account_id": ids, "cluster": _canonical(membership)})
+    return ids, graph
 
 
 def _igraph_leiden(graph: ig.Graph, resolution: float) -> np.ndarray:
