@@ -132,12 +132,13 @@ def _assert_same_edges(tables: list[pa.Table], whole: pa.Table) -> None:
 
 
 def test_edges_aggregated_in_parts_equal_the_whole(tmp_path):
-    from distillguard.links.graph import pair_edges, pair_rows
+    from distillguard.links.graph import pair_edges, pair_part, pair_rows
     from distillguard.pipeline.stages import ParquetStore
 
     table, be, e, order, n = _mixed_population()
     pairs = ParquetStore(be, tmp_path).put(pair_rows(evidence(e, None, order), n), "p")
-    parts = [pair_edges(pairs, order, p, 3).to_pyarrow() for p in range(3)]
+    part = pair_part(pairs, 3)
+    parts = [pair_edges(pairs.filter(part == p), order).to_pyarrow() for p in range(3)]
     assert all(t.num_rows > 0 for t in parts)  # every part holds some of the pairs
     _assert_same_edges(parts, _edges(table))
 

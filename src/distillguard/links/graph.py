@@ -175,15 +175,12 @@ def pair_part(pairs: ir.Table, parts: int) -> ir.IntegerValue:
     return (pairs.pk >> PAIR_A_SHIFT) % parts
 
 
-def pair_edges(pairs: ir.Table, order: ir.Table, part: int = 0, parts: int = 1) -> ir.Table:
+def pair_edges(pairs: ir.Table, order: ir.Table) -> ir.Table:
     """Per linked pair: total weight and, per view, the number of keys shared (unsorted).
 
-    With `parts` > 1, only the pairs of part `part` (see `pair_part`): the parts' results
-    concatenate to the whole, and each part's hash aggregation is a `parts`-th of the size
-    (hundreds of millions of pair rows at full scale do not fit in memory at once).
+    `pairs` may be one part of the pair rows (see `pair_part`): a pair's rows all fall in one
+    part, so the parts' results concatenate to the whole.
     """
-    if parts > 1:
-        pairs = pairs.filter(pair_part(pairs, parts) == part)
     per_view = pairs.group_by("pk").aggregate(s=pairs.w.sum(), k=pairs.count())
     v = per_view.pk & VIEW_MASK
     capped = per_view.s.clip(upper=VIEW_CAP)

@@ -29,6 +29,8 @@ from distillguard.links.twins import twin_edges, with_twins
 
 # Pair rows aggregated at once; more are aggregated in parts (about 3 GB of hash table each).
 PAIRS_PER_PART = 50_000_000
+# The backend table of `account_order`: made by `link_graph`, read by `campaign_assignment`.
+ORDER_TABLE = "account_order"
 
 
 class ParquetStore:
@@ -83,9 +85,9 @@ def link_graph(
     evidence expression it was built from.
 
     With a `store`, the evidence and the pair rows are materialised once and the pairs are
-    aggregated in parts of at most `PAIRS_PER_PART` rows (bounded memory at full scale).
+    aggregated in parts of about `PAIRS_PER_PART` rows (bounded memory at full scale).
     """
-    order = be.create_table("account_order", account_order(fp["account_id"]), overwrite=True)
+    order = be.create_table(ORDER_TABLE, account_order(fp["account_id"]), overwrite=True)
     ev = evidence(e, accounts, order)
     if store is None:
         tables = [pair_edges(pair_rows(ev, fp.num_rows), order).to_pyarrow()]
@@ -127,7 +129,7 @@ def campaign_assignment(
     flagged = scored_accounts.filter(scored_accounts["flagged"])
     members = be.create_table(
         "flagged_members", flagged.select(["account_id", "cluster"]), overwrite=True
-    ).join(be.table("account_order"), "account_id")
+    ).join(be.table(ORDER_TABLE), "account_id")
     similarity = cb.cluster_content_similarity(ev, members).to_pyarrow()
     mix = cluster_capability_mix(fp, scored_accounts)
     requests = fp.select(["account_id", "requests"])
