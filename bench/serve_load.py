@@ -161,6 +161,7 @@ class OpenLoop:
         self.due: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.latencies: list[float] = []  # from due time to response read, seconds
+        self.trace: list[tuple[float, float]] = []  # (due time, latency) per acknowledged POST
         self.send_delays: list[float] = []  # from due time to the start of the send
         self.acked = 0
         self.errors = 0
@@ -187,6 +188,7 @@ class OpenLoop:
             with self.lock:
                 if response.status == 200:
                     self.latencies.append(done - due)
+                    self.trace.append((due, done - due))
                     self.send_delays.append(sent - due)
                     self.acked += len(ids)
                     self.last_done = max(self.last_done, done)
@@ -353,10 +355,23 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
         "load_generator_cpu_s": round(own_cpu, 2),
         "load_average_before_after": [round(load0, 1), round(load1, 1)],
     }
+    if args.rate and args.trace:
+        write_trace(Path(args.trace), load.trace)
     if args.rate:
         late = np.array(load.send_delays) * 1000
         out["send_delay_p99_ms"] = round(float(np.percentile(late, 99)), 1) if len(late) else None
     return out
+
+
+def write_trace(path: Path, trace: list[tuple[float, float]]) -> None:
+    """CSV of (seconds from the first due time, latency ms) per POST: shows whether the slow
+    POSTs come in periodic bursts (signal flush, analysis) or at random."""
+    t0 = min(due for due, _ in trace)
+    rows = sorted((due - t0, lat * 1000) for due, lat in trace)
+    path.write_text(
+        f"# t0 (perf_counter) {t0:.6f}\ndue_s,latency_ms\n"
+        + "".join(f"{d:.4f},{lat:.2f}\n" for d, lat in rows)
+    )
 
 
 def _self_cpu() -> float:
@@ -425,6 +440,7 @@ def main() -> None:
     p.add_argument("--skip-crash", action="store_true")
     p.add_argument("--flush-ms", type=int, default=1000, help="signals.flush_ms of the server")
     p.add_argument("--workers", type=int, default=1, help="server.workers (request processes)")
+    p.add_argument("--trace", default=None, help="open loop: write per-POST latencies (CSV)")
     p.add_argument("--nice", type=int, default=None, help="e.g. -10: raise CPU priority (root)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dg-serve-bench-"))

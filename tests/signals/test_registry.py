@@ -167,3 +167,19 @@ def test_concurrent_batches_in_threads_give_the_same_result() -> None:
     with ThreadPoolExecutor(max_workers=3) as pool:
         got = list(pool.map(compute_signals, batches))
     assert all(g.equals(e) for g, e in zip(got, expected, strict=True))
+
+
+def test_input_columns_are_all_that_signals_read(tmp_path) -> None:
+    """The service ships only INPUT_COLUMNS to its signal helper: a signal that read any other
+    event column would then see nulls there and answer differently."""
+    import pyarrow.parquet as pq
+
+    from distillguard.signals import INPUT_COLUMNS
+    from distillguard.simulate.engine import simulate
+
+    simulate("small", None, 5, tmp_path)
+    table = pq.read_table(tmp_path / "events.parquet").cast(EVENTS).slice(0, 3000)
+    assert all(table[c].null_count < table.num_rows for c in table.schema.names)
+    full = table.combine_chunks().to_batches()[0]
+    only = table.select(list(INPUT_COLUMNS)).combine_chunks().to_batches()[0]
+    assert compute_signals(only).equals(compute_signals(full))

@@ -86,6 +86,20 @@ def analyse_sqlite(
     return analyse(enriched, flag_threshold, at_ms).to_json()
 
 
+# Helpers run at a lower CPU priority than the request path: their work (a signal flush, an
+# analysis run) can wait a few milliseconds, a POST waiting for a core shows in the p99.
+HELPER_NICENESS = 10
+
+
+def _start_helper(parent: int) -> None:
+    """Helper-process initialiser: lower priority, and exit with the server."""
+    try:
+        os.nice(HELPER_NICENESS)
+    except OSError:  # not permitted here: run at the server's priority
+        log.warning("could not lower the helper process's priority")
+    _exit_with_parent(parent)
+
+
 def _exit_with_parent(parent: int) -> None:
     """Helper-side watchdog: a killed server (kill -9) must not leave its helper behind."""
 
@@ -116,7 +130,7 @@ class Worker:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=ctx,
-                initializer=_exit_with_parent,
+                initializer=_start_helper,
                 initargs=(os.getpid(),),
             )
             self._pool.submit(_warm)

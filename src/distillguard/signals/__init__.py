@@ -43,8 +43,14 @@ REQUEST_ID = pa.field("request_id", pa.string())
 # on the shared VMs are slow to page-fault in when huge; smaller slices lose batch-wide
 # de-duplication of templated prompts. Signals themselves work on any batch size.
 CHUNK_ROWS = 65_536
+# The contract event columns any signal reads (tests check the list is complete): a caller
+# that ships events to another process (the service's signal helper) sends only these.
+INPUT_COLUMNS = (
+    "request_id", "system", "prompt", "response", "output_tokens", "max_tokens",
+    "thinking_budget", "tools", "tool_calls", "images", "turn",
+)  # fmt: skip
 
-__all__ = ["SIGNALS", "Signal", "compute_signals", "signal_schema"]
+__all__ = ["INPUT_COLUMNS", "SIGNALS", "Signal", "compute_signals", "signal_schema"]
 
 
 def signal_schema() -> pa.Schema:
