@@ -1,0 +1,20 @@
+"""Helper processes (signals, analysis) run below the request path's CPU priority."""
+
+from __future__ import annotations
+
+import os
+
+from distillguard.serve.workers import HELPER_NICENESS, Worker
+
+
+def test_helper_processes_run_at_a_lower_priority_than_the_server() -> None:
+    helper = Worker(enabled=True)
+    try:
+        niceness = helper.run(os.nice, 0)  # os.nice(0) reads the caller's niceness
+    finally:
+        helper.stop()
+    assert niceness == min(19, os.nice(0) + HELPER_NICENESS)
+
+
+def test_disabled_worker_runs_in_the_calling_process() -> None:
+    assert Worker(enabled=False).run(os.getpid) == os.getpid()
