@@ -70,3 +70,67 @@ def test_prune_forgets_counters_keys_and_ids_of_old_hours_only(tmp_path):
     w = store.windows(["a"], short_from_hb=0, long_from_hb=0)
     assert w.long["requests"] == [1] and w.distinct_long["ip"] == [1]
     store.close()
+
+
+# The state layout before the append-only log (commit 74da48d), as that version created it.
+_LEGACY_SCHEMA = """
+CREATE TABLE requests (request_id TEXT PRIMARY KEY, account_id TEXT, hb INTEGER,
+    decision TEXT) WITHOUT ROWID;
+CREATE TABLE buckets (account_id TEXT, hb INTEGER, {metrics},
+    PRIMARY KEY (account_id, hb)) WITHOUT ROWID;
+CREATE TABLE keys (account_id TEXT, kind TEXT, key TEXT, hb INTEGER, n INTEGER,
+    PRIMARY KEY (account_id, kind, key, hb)) WITHOUT ROWID;
+CREATE TABLE blobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, hb INTEGER, kind TEXT, data BLOB,
+    n INTEGER);
+CREATE TABLE accounts (account_id TEXT PRIMARY KEY, decision TEXT) WITHOUT ROWID;
+CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+"""
+
+
+def _legacy_file(path) -> None:
+    import sqlite3
+
+    from distillguard.serve.store import METRICS
+
+    con = sqlite3.connect(path)
+    metrics = ", ".join(f"{m} INTEGER NOT NULL DEFAULT 0" for m in METRICS)
+    con.executescript(_LEGACY_SCHEMA.format(metrics=metrics))
+    allow, block = '{"decision":"allow"}', '{"decision":"block"}'
+    con.executemany(
+        "INSERT INTO requests VALUES (?, ?, ?, ?)",
+        [("r1", "ann", 500, allow), ("r2", "ann", 501, allow), ("r3", "bot", 501, block)],
+    )
+    con.execute("INSERT INTO buckets (account_id, hb, requests, cot) VALUES ('ann', 500, 1, 0)")
+    con.execute("INSERT INTO buckets (account_id, hb, requests, cot) VALUES ('ann', 501, 1, 0)")
+    con.execute("INSERT INTO buckets (account_id, hb, requests, cot) VALUES ('bot', 501, 1, 1)")
+    con.executemany(
+        "INSERT INTO keys VALUES (?, ?, ?, ?, ?)",
+        [("ann", "ip", "198.51.100.1", 500, 1), ("ann", "ip", "198.51.100.2", 501, 1),
+         ("bot", "ip", "203.0.113.9", 501, 1)],
+    )  # fmt: skip
+    con.executemany("INSERT INTO accounts VALUES (?, ?)", [("ann", allow), ("bot", block)])
+    con.execute("INSERT INTO blobs (hb, kind, data, n) VALUES (501, 'events', x'00', 3)")
+    con.execute("INSERT INTO kv VALUES ('clock', 1803600000)")
+    con.commit()
+    con.close()
+
+
+def test_a_state_file_of_the_pre_log_layout_is_upgraded_with_nothing_lost(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    _legacy_file(path)
+    for _ in range(2):  # the second open finds the upgraded file and leaves it as it is
+        store = SqliteStore(path)
+        assert store.known(["r1", "r3", "r9"]) == {
+            "r1": '{"decision":"allow"}',
+            "r3": '{"decision":"block"}',
+        }
+        assert store.account("bot") == '{"decision":"block"}'
+        w = store.windows(["ann", "bot"], 501, 500)
+        assert w.long["requests"] == [2, 1] and w.short["requests"] == [1, 1]
+        assert w.long["cot"] == [0, 1] and w.distinct_long["ip"] == [2, 1]
+        assert store.event_rows_by_hour(0) == [(501, 3)] and store.get_kv("clock") is not None
+        store.close()
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert not tables & {"requests", "buckets", "keys", "accounts"}

@@ -23,6 +23,7 @@ per request id 16 bytes (a hash and a record number) until pruned.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -30,6 +31,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from distillguard.serve.legacy import drop_legacy_tables, has_legacy_tables, legacy_commits
 from distillguard.serve.memstate import IdIndex, WindowState
 from distillguard.serve.multiproc import FileLock
 from distillguard.serve.store import CHECKPOINT_EVERY_S, Commit, Decide, Deltas, Store, Windows
@@ -48,6 +50,7 @@ except ImportError:  # pragma: no cover - same bytes, more CPU
 
     _loads = json.loads
 
+log = logging.getLogger("distillguard.serve")
 HORIZON_KEY = "pruned_before"  # kv: hours before this were pruned (replay skips them)
 HORIZON_CHECK_S = 10.0  # how often a process looks whether another one pruned
 PRUNE_CHUNK_ACCOUNTS = 2_000  # accounts pruned per hold of the state lock
@@ -104,6 +107,7 @@ class SqliteStore(Store):
         self._rlock = threading.Lock()  # the reader connection
         self._state_lock = threading.RLock()  # the memory state and `_applied`
         self._create()
+        self._migrate_legacy()
         self._reset_memory()
         with self._state_lock:
             self._catch_up()
@@ -137,6 +141,28 @@ class SqliteStore(Store):
             CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
             """
         )
+
+    def _migrate_legacy(self) -> None:
+        """A state file of the pre-log layout becomes log records (serve/legacy.py)."""
+        with self._wlock:
+            con = self._w
+            if not has_legacy_tables(con):
+                return
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                commits = legacy_commits(con)
+                for c in commits:
+                    con.execute(
+                        "INSERT INTO log(max_hb, data) VALUES (?, ?)",
+                        (_max_hb(c), encode_record(c)),
+                    )
+                drop_legacy_tables(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        ids = sum(len(c.request_ids) for c in commits)
+        log.warning("state file %s upgraded to the log layout (%d request ids)", self.path, ids)
 
     def _checkpoint_loop(self, synchronous: str) -> None:
         con = self._connect(synchronous)

@@ -7,8 +7,8 @@ One POST = one validated Arrow table = one store transaction:
 
 Request signals cost ~25 ms per call plus ~25 us per event, so by default a worker thread
 coalesces the acknowledged batches and has a helper process compute them every
-`signals.flush_ms`; their counts join the accounts' windows within that delay. The analysis thread re-runs linkage, Leiden and
-scoring every `analysis.interval_s` over the stored features.
+`signals.flush_ms`; their counts join the accounts' windows within that delay. The analysis
+thread re-runs linkage, Leiden and scoring every `analysis.interval_s` over the stored features.
 """
 
 from __future__ import annotations
