@@ -62,3 +62,43 @@ def test_policy_path_is_relative_to_the_config_and_checked_at_start(tmp_path):
         create_app(make_config(tmp_path, signups={"policy": str(tmp_path / "policy.toml")}))
     with pytest.raises(UserError, match="cannot read policy"):
         create_app(make_config(tmp_path, signups={"policy": str(tmp_path / "missing.toml")}))
+
+
+def _intel_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "intel.parquet"
+    pq.write_table(pa.table({"cidr": ["198.18.0.0/24"], "kind": ["proxy"]}), path)
+    return path
+
+
+def test_ip_intel_file_classifies_live_signups_and_requests(client_factory, tmp_path):
+    from fastapi.testclient import TestClient
+
+    signup = {"account_id": "p1", "email": "li.wei@gmail.com", "tier": "pro",
+              "signup_ip": "198.18.0.7"}  # fmt: skip
+    event = {"request_id": "r1", "timestamp": 1_770_000_000_000, "account_id": "p1",
+             "client_ip": "198.18.0.9", "model": "m", "prompt": "hi", "input_tokens": 3,
+             "output_tokens": 5}  # fmt: skip
+    results = {}
+    for name, section in [("without", {}), ("with", {"file": str(_intel_file(tmp_path))})]:
+        cfg = make_config(tmp_path / name, ip_intel=section)
+        with TestClient(create_app(cfg)) as client:
+            r = client.post("/v1/signups", json={"accounts": [signup]}, headers=WRITE)
+            evidence = r.json()["decisions"][0]["evidence"]
+            client.post("/v1/events", json={"events": [event]}, headers=WRITE)
+            window = client.get("/v1/accounts/p1", headers=READ).json()["windows"]["168h"]
+            results[name] = ("proxy_exit" in evidence, window["proxy"])
+    assert results == {"without": (False, 0), "with": (True, 1)}
+
+
+def test_a_bad_ip_intel_file_is_a_config_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pytest.raises(UserError, match=r"\[ip_intel\]"):
+        create_app(make_config(tmp_path, ip_intel={"file": str(tmp_path / "missing.parquet")}))
+    pq.write_table(pa.table({"cidr": ["198.18.0.0/24"]}), tmp_path / "nokind.parquet")
+    with pytest.raises(UserError, match="no column kind"):
+        create_app(make_config(tmp_path, ip_intel={"file": str(tmp_path / "nokind.parquet")}))

@@ -100,6 +100,35 @@ def release_times(cfg: ServeConfig) -> dict[str, int]:
     return out
 
 
+def ip_intel_table(cfg: ServeConfig) -> pa.Table | None:
+    """`[ip_intel].file` as a contract IP_INTEL table, or None when not configured."""
+    from distillguard.contract import IP_INTEL
+
+    name = cfg.get("ip_intel", "file")
+    if not name:
+        return None
+    path = cfg.resolve(name)
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"config [ip_intel].file {path}: {exc}") from None
+    missing = [c for c in ("cidr", "kind") if c not in table.column_names]
+    if missing:
+        raise UserError(f"config [ip_intel].file {path}: no column {', '.join(missing)}")
+    columns = {
+        f.name: table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in IP_INTEL
+    }
+    try:
+        out = pa.table(columns).cast(pa.schema([pa.field(f.name, f.type) for f in IP_INTEL]))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise UserError(f"config [ip_intel].file {path}: {exc}") from None
+    complete = pc.and_(pc.is_valid(out["cidr"]), pc.is_valid(out["kind"]))
+    if not pc.all(complete).as_py():
+        raise UserError(f"config [ip_intel].file {path}: rows without cidr or kind")
+    return out
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():

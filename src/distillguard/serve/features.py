@@ -37,7 +37,8 @@ class IpInfoCache:
     gateway's traffic comes from a working set of addresses, so most batches need no call.
     """
 
-    def __init__(self, limit: int = 200_000) -> None:
+    def __init__(self, limit: int = 200_000, intel: pa.Table | None = None) -> None:
+        self._intel = intel  # the provider's own IP intelligence (`[ip_intel]`), if any
         self._info: dict[str | None, tuple[str | None, str | None, str | None]] = {}
         self._limit = limit
         self._lock = threading.Lock()
@@ -51,7 +52,7 @@ class IpInfoCache:
             if missing:
                 if len(self._info) + len(missing) > self._limit:
                     self._info.clear()
-                info = ip_info(pa.array(missing, pa.string()), None)
+                info = ip_info(pa.array(missing, pa.string()), self._intel)
                 found = zip(
                     *[info[c].to_pylist() for c in ("subnet", "ip_kind", "asn")], strict=True
                 )
@@ -67,7 +68,9 @@ class IpInfoCache:
 _IP_INFO = IpInfoCache()
 
 
-def request_rows(events: pa.Table, store_text: bool = False) -> pa.Table:
+def request_rows(
+    events: pa.Table, store_text: bool = False, ips: IpInfoCache = _IP_INFO
+) -> pa.Table:
     """The enriched-table columns known without request signals (no text unless asked).
 
     Same names and meanings as `pipeline.enrich` (with `with_ip_info`), so the batch stages read
@@ -81,7 +84,7 @@ def request_rows(events: pa.Table, store_text: bool = False) -> pa.Table:
     cols["hour"] = pa.array((ms - day * MS_PER_DAY) // MS_PER_HOUR)
     cols["weekday"] = pa.array((day + 3) % 7)  # 1970-01-01 was a Thursday
     cols["hb"] = pa.array(ms // MS_PER_HOUR)
-    cols.update(_IP_INFO.columns(events["client_ip"]))
+    cols.update(ips.columns(events["client_ip"]))
     if store_text:
         for name in TEXT_FIELDS:
             cols[name] = events[name]

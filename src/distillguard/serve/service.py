@@ -36,10 +36,11 @@ from distillguard.serve.analysis import (
     reconcile,
     window_start_hb,
 )
-from distillguard.serve.config import ServeConfig, release_times
+from distillguard.serve.config import ServeConfig, ip_intel_table, release_times
 from distillguard.serve.decide import Policy, decide, encode
 from distillguard.serve.features import (
     MS_PER_HOUR,
+    IpInfoCache,
     adoption_lag_h,
     event_deltas,
     request_rows,
@@ -152,6 +153,8 @@ class Service:
         self.inline_signals = bool(cfg.get("signals", "inline"))
         self.store_text = bool(cfg.get("state", "store_prompts"))
         self.releases = release_times(cfg)  # model -> release ms: the adoption-lag indicator
+        self.ip_intel = ip_intel_table(cfg)  # the provider's own IP intelligence, if configured
+        self.ip_info = IpInfoCache(intel=self.ip_intel)
         self._ingest_lock = threading.Lock()
         self._group_cond = threading.Condition()
         self._group: list[_Pending] = []
@@ -380,7 +383,7 @@ class Service:
 
     def _commit_new(self, new: pa.Table, side: list[_Side]) -> dict[str, str] | None:
         """Commit new requests; their decision JSON by id, or None if the commit lost a race."""
-        rows = request_rows(new, self.store_text)
+        rows = request_rows(new, self.store_text, self.ip_info)
         buckets, keys = event_deltas(rows, models=bool(self.releases))
         hb = int(pc.max(rows["hb"]).as_py())
         commit = Commit(

@@ -224,7 +224,7 @@ class SignupDesk:
             known = KnownState.from_tables(
                 self._verdicts(), history, self._traffic_table(), self.policy, exclude=ids
             )
-            decisions = check_signups(new, known, self.policy)
+            decisions = check_signups(new, known, self.policy, self.svc.ip_intel)
             for item in pc.value_counts(decisions["decision"]).to_pylist():
                 self.svc.metrics.inc(
                     "distillguard_signup_decisions_total",
@@ -232,7 +232,7 @@ class SignupDesk:
                     decision=str(item["values"]),
                 )
             # what is kept of these sign-ups: never the address (prepare_new drops it)
-            kept = as_history(prepare_new(new, None))
+            kept = as_history(prepare_new(new, self.svc.ip_intel))
             del new
             old = history.filter(pc.invert(pc.is_in(history["account_id"], value_set=ids)))
             self._save(pa.concat_tables([old, kept]))
