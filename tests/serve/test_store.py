@@ -42,6 +42,14 @@ def test_serve_refuses_to_start_without_tokens(tmp_path, monkeypatch, capsys):
     assert code == 2 and "unknown key state.bogus" in err
 
 
+def test_serve_refuses_to_start_with_a_missing_ip_intel_file(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('[auth]\ndisabled = true\n[ip_intel]\nfile = "intel.parquet"\n')
+    code, err = _serve_main(cfg, monkeypatch, capsys)
+    assert code == 2 and "[ip_intel].file" in err and "no such file" in err
+    assert "Traceback" not in err
+
+
 def test_prune_forgets_counters_keys_and_ids_of_old_hours_only(tmp_path):
     store = SqliteStore(tmp_path / "s.db")
     for hb in (100, 101, 103):

@@ -29,10 +29,12 @@ def serve_command(
     port: int = typer.Option(None, "--port", help="port (default from config)"),
 ) -> None:
     """Real-time scoring service for API gateways: POST events, get decisions."""
-    from distillguard.serve.config import load_config, signup_policy
+    from distillguard.serve.config import ip_intel_table, load_config, signup_policy
 
     cfg = load_config(config)
-    signup_policy(cfg)  # a bad policy file stops the start here (exit 2), not in a worker
+    # Bad policy or IP-intel files stop the start here (exit 2), not in a worker.
+    signup_policy(cfg)
+    ip_intel_table(cfg)
     host = host or cfg.get("server", "host")
     port = port or int(cfg.get("server", "port"))
     if not 0 < port < 65536:

@@ -108,10 +108,12 @@ def ip_intel_table(cfg: ServeConfig) -> pa.Table | None:
     if not name:
         return None
     path = cfg.resolve(name)
+    if not path.is_file():
+        raise UserError(f"config [ip_intel].file {path}: no such file")
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"config [ip_intel].file {path}: {exc}") from None
+        raise UserError(f"config [ip_intel].file {path}: not readable as Parquet ({exc})") from None
     missing = [c for c in ("cidr", "kind") if c not in table.column_names]
     if missing:
         raise UserError(f"config [ip_intel].file {path}: no column {', '.join(missing)}")
