@@ -101,34 +101,31 @@ def release_times(cfg: ServeConfig) -> dict[str, int]:
 
 
 def ip_intel_table(cfg: ServeConfig) -> pa.Table | None:
-    """`[ip_intel].file` as a contract IP_INTEL table, or None when not configured."""
-    from distillguard.contract import IP_INTEL
+    """`[ip_intel].file` (contract section 4, CSV, JSONL or Parquet) read and checked by the
+    ingest section reader, as `distillguard ingest --ip-intel` reads it; None when not set.
+    A row the contract rejects stops the start: a config file is fixed, not half used."""
+    from distillguard.ingest import read_section
 
     name = cfg.get("ip_intel", "file")
     if not name:
         return None
     path = cfg.resolve(name)
-    if not path.is_file():
-        raise UserError(f"config [ip_intel].file {path}: no such file")
     try:
-        table = pq.read_table(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"config [ip_intel].file {path}: not readable as Parquet ({exc})") from None
-    missing = [c for c in ("cidr", "kind") if c not in table.column_names]
-    if missing:
-        raise UserError(f"config [ip_intel].file {path}: no column {', '.join(missing)}")
-    columns = {
-        f.name: table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-        for f in IP_INTEL
-    }
-    try:
-        out = pa.table(columns).cast(pa.schema([pa.field(f.name, f.type) for f in IP_INTEL]))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise UserError(f"config [ip_intel].file {path}: {exc}") from None
-    complete = pc.and_(pc.is_valid(out["cidr"]), pc.is_valid(out["kind"]))
-    if not pc.all(complete).as_py():
-        raise UserError(f"config [ip_intel].file {path}: rows without cidr or kind")
-    return out
+        table, counts = read_section("ip_intel", [path])
+    except UserError as exc:
+        raise UserError(f"config [ip_intel].file: {exc}") from None
+    where = f"config [ip_intel].file {path}"
+    absent = sorted(
+        key.split(":", 1)[1]
+        for key, n in counts.by_field.items()
+        if key.startswith("missing_field:") and n == counts.read
+    )
+    if absent:
+        raise UserError(f"{where}: no column {', '.join(absent)} (or no value in it)")
+    if counts.rejected:
+        detail = ", ".join(f"{key} x{n}" for key, n in sorted(counts.by_field.items()))
+        raise UserError(f"{where}: {counts.rejected} of {counts.read} rows rejected ({detail})")
+    return table
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:
