@@ -10,12 +10,10 @@ the old file as it was. The blob and kv tables have the same layout in both vers
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 
 from distillguard.serve.store import METRICS, Commit, Deltas
 
-log = logging.getLogger("distillguard.serve")
 LEGACY_TABLES = ("requests", "buckets", "keys", "accounts")
 IDS_PER_RECORD = 100_000  # request ids per migrated log record (bounded record size)
 
