@@ -65,12 +65,7 @@ class IpInfoCache:
         }
 
 
-_IP_INFO = IpInfoCache()
-
-
-def request_rows(
-    events: pa.Table, store_text: bool = False, ips: IpInfoCache = _IP_INFO
-) -> pa.Table:
+def request_rows(events: pa.Table, ips: IpInfoCache, store_text: bool = False) -> pa.Table:
     """The enriched-table columns known without request signals (no text unless asked).
 
     Same names and meanings as `pipeline.enrich` (with `with_ip_info`), so the batch stages read

@@ -383,7 +383,7 @@ class Service:
 
     def _commit_new(self, new: pa.Table, side: list[_Side]) -> dict[str, str] | None:
         """Commit new requests; their decision JSON by id, or None if the commit lost a race."""
-        rows = request_rows(new, self.store_text, self.ip_info)
+        rows = request_rows(new, self.ip_info, self.store_text)
         buckets, keys = event_deltas(rows, models=bool(self.releases))
         hb = int(pc.max(rows["hb"]).as_py())
         commit = Commit(
