@@ -68,22 +68,6 @@ def _respond(outcome: Outcome) -> Response:
     return Response(outcome.body, status_code=outcome.status, media_type=JSON)
 
 
-try:  # optional: about 3x faster than the standard decoder on event batches
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover - the standard library does the same job
-    _loads = json.loads
-
-
-def _decode_events(body: bytes) -> Any:
-    try:
-        payload = _loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HttpError(400, f"malformed JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise HttpError(422, 'body must be a JSON object {"events": [...]}')
-    return payload.get("events")
-
-
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (CPython's default: 700)
 REFREEZE_S = 60.0
 
@@ -177,8 +161,7 @@ def create_app(
     async def post_events(request: Request) -> Response:
         """A batch of contract events -> one decision per event, in order."""
         body = await read_body(request, limit)
-        events = _decode_events(body)
-        return _respond(await run_in_threadpool(svc.ingest_payload, events))
+        return _respond(await run_in_threadpool(svc.ingest_body, body))
 
     @app.post("/v1/traces", dependencies=[write])
     async def post_traces(request: Request) -> Response:

@@ -227,7 +227,7 @@ def _parse_one_rfc3339(s: str) -> int | None:
         return None
 
 
-def _rfc3339(strs: pa.Array) -> pa.Array:
+def rfc3339_ms(strs: pa.Array) -> pa.Array:
     """RFC 3339 text with an offset -> epoch ms (null when it does not parse)."""
     ok = pc.match_substring_regex(strs, RFC3339_RE)
     kept = pc.if_else(ok, pc.utf8_upper(strs), pa.scalar(None, pa.string()))
@@ -245,14 +245,14 @@ def _timestamps(values: Values, text: bool) -> tuple[pa.Array, np.ndarray]:
     if arr is not None and pa.types.is_integer(arr.type):
         return _epoch_ms(_as_type(arr, pa.int64())), np.zeros(len(values), bool)
     if arr is not None and pa.types.is_string(arr.type) and not text:
-        return _rfc3339(arr), np.zeros(len(values), bool)
+        return rfc3339_ms(arr), np.zeros(len(values), bool)
     values = _pylist(values)
     strs = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
     ints = pa.array(
         [v if isinstance(v, int) and not isinstance(v, bool) else None for v in values],
         pa.int64(),
     )
-    parsed = _rfc3339(strs)
+    parsed = rfc3339_ms(strs)
     if text:  # adapter output is text: an integer string is epoch ms
         is_int = pc.match_substring_regex(strs, INT_RE)
         as_int = pc.if_else(is_int, strs, pa.scalar(None, pa.string()))
@@ -397,7 +397,7 @@ def _id_at(ids: pa.Array, i: int) -> str | None:
 
 
 # Nullability is enforced by the rules; the schema is built without it for the filter.
-_SCHEMA = pa.schema([(f.name, f.type) for f in contract.EVENTS])
+EVENTS_SCHEMA = pa.schema([(f.name, f.type) for f in contract.EVENTS])
 
 
 def _as_contract(columns: dict[str, pa.Array]) -> pa.Table:
@@ -407,4 +407,4 @@ def _as_contract(columns: dict[str, pa.Array]) -> pa.Table:
         if pa.types.is_timestamp(f.type):
             arr = _as_type(arr, pa.int64()).cast(f.type)
         arrays.append(_as_type(arr, f.type))
-    return pa.Table.from_arrays(arrays, schema=_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=EVENTS_SCHEMA)
