@@ -143,6 +143,16 @@ def test_repeated_request_ids_return_the_stored_decision_and_count_once(client):
     assert view["windows"]["168h"]["requests"] == 8
 
 
+def test_an_id_twice_in_one_batch_counts_once_and_both_get_its_decision(client):
+    events = normal_user("gina", 4, seed=6)
+    body = _post(client, [*events, events[1]]).json()
+    assert body["accepted"] == 4 and body["duplicates"] == 1
+    assert [d["duplicate"] for d in body["decisions"]] == [False] * 4 + [True]
+    assert body["decisions"][4] == dict(body["decisions"][1], duplicate=True)
+    view = client.get("/v1/accounts/gina", headers=READ).json()
+    assert view["windows"]["168h"]["requests"] == 4
+
+
 def test_a_batch_mixing_known_and_new_ids_counts_only_the_new_ones(client):
     # SQLite first tries the commit as if every id were new; a known one must make it look up
     # the ids and commit only the new rows, with nothing of the failed attempt left behind.
