@@ -411,8 +411,8 @@ class Service:
 
     def _commit_new(self, new: pa.Table, side: list[_Side]) -> dict[str, str] | None:
         """Commit new requests; their decision JSON by id, or None if the commit lost a race."""
-        rows = request_rows(new, self.ip_info, self.store_text)
-        buckets, keys = event_deltas(rows, models=bool(self.releases))
+        rows, addresses = request_rows(new, self.ip_info, self.store_text)
+        buckets, keys = event_deltas(rows, addresses, models=bool(self.releases))
         # NumPy, not Arrow compute, for small reductions: in a busy process an Arrow compute
         # call costs ~70 us (measured), most of it dispatch through code the caches lost
         hb = int(np.asarray(rows["hb"]).max())
