@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from distillguard.serve.auth import Authenticator
 from distillguard.serve.config import ServeConfig, signup_policy
+from distillguard.serve.fastlane import EventsFastLane
 from distillguard.serve.multiproc import Runtime
 from distillguard.serve.otlp import decode_otlp, otlp_response
 from distillguard.serve.service import Outcome, Service
@@ -156,6 +157,8 @@ def create_app(
         return JSONResponse({"detail": exc.detail}, exc.status, headers=exc.headers)
 
     app.add_middleware(CountRequests, metrics=svc.metrics)
+    if cfg.get("server", "fast_lane"):  # outermost: answers POST /v1/events before the rest
+        app.add_middleware(EventsFastLane, service=svc, auth=auth, limit=limit, metrics=svc.metrics)
 
     @app.post("/v1/events", dependencies=[write])
     async def post_events(request: Request) -> Response:
