@@ -309,6 +309,22 @@ def _latency_figures(lat_s: list[float]) -> dict:
     return {"batches": len(lat), **pct, "max_ms": round(float(lat.max()), 1)}
 
 
+def host_reference_ms() -> float:
+    """CPU ms of a fixed workload of small JSON, NumPy and Arrow calls (the request path's kind
+    of work, none of distillguard's code). The shared test host's speed drifts by up to 2x
+    within an hour; this figure, taken beside each run, tells a slow stretch from a change."""
+    ids = [f"acct_{i % 37}" for i in range(100)]
+    arr = pa.array(ids)
+    ints = np.random.default_rng(0).integers(0, 1000, 2000)
+    start = time.process_time()
+    for _ in range(300):
+        json.loads(json.dumps({"events": ids}))
+        pc.dictionary_encode(arr)
+        np.unique(ints)
+        {k: len(k) for k in ids}
+    return round((time.process_time() - start) * 1000, 1)
+
+
 def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
     port = free_port()
     cfg = write_config(work / "tp" / "serve.toml", port, WRITE_TOKEN, READ_TOKEN, **_extra(args))
@@ -323,6 +339,7 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
         time.sleep(2.0)  # let the helpers finish their start-up work
         if args.nice is not None:
             prioritise(server.proc.pid, args.nice)
+        reference = [host_reference_ms()]
         rest = bodies[n_warm:]
         if args.rate:
             load = OpenLoop(port, rest, args.rate / args.batch, args.connections, args.workers)
@@ -335,6 +352,7 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
         main_cpu = request_cpu_seconds(server.proc.pid, args.workers) - main0
         own_cpu = _self_cpu() - own0
         load1 = os.getloadavg()[0]
+        reference.append(host_reference_ms())
     finally:
         server.stop()
     events = load.acked if isinstance(load.acked, int) else len(load.acked)
@@ -354,6 +372,7 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
         "events_per_server_cpu_s": round(events / max(server_cpu, 1e-9)),
         "load_generator_cpu_s": round(own_cpu, 2),
         "load_average_before_after": [round(load0, 1), round(load1, 1)],
+        "host_reference_ms_before_after": reference,
     }
     if args.rate and args.trace:
         write_trace(Path(args.trace), load.trace)
