@@ -16,12 +16,14 @@ def _requests() -> list[tuple[str, dict[str, str], bytes]]:
     users, cluster = normal_user("ann", 6), hydra("hy", 4, 5)
     ok = json.dumps({"events": users}).encode()
     bad_event = json.dumps({"events": [dict(users[0], request_id="z", timestamp="soon")]})
+    to_fix = json.dumps({"events": [dict(users[0], request_id="y", status=" OK")]})
     return [
         ("ok", WRITE, ok),
         ("hydra", WRITE, json.dumps({"events": cluster}).encode()),
         ("again: duplicates", WRITE, ok),
+        ("empty", WRITE, b'{"events": []}'),
         ("invalid event", WRITE, bad_event.encode()),
-        ("fields to fix", WRITE, json.dumps({"events": [dict(users[0], request_id="y", status=" OK")]}).encode()),
+        ("fields to fix", WRITE, to_fix.encode()),
         ("malformed", WRITE, b'{"events": ['),
         ("not an object", WRITE, b"[1, 2]"),
         ("no events", WRITE, b'{"batch": []}'),
@@ -59,6 +61,7 @@ def test_fast_lane_and_fastapi_route_give_the_same_answers(client_factory, tmp_p
     assert got == expected
     statuses = {label: status for label, status, *_ in got}
     assert statuses["ok"] == 200 and statuses["invalid event"] == 422
+    assert statuses["empty"] == 200
     assert statuses["too large"] == 413 and statuses["no token"] == 401
     assert statuses["read token"] == 403 and statuses["malformed"] == 400
 

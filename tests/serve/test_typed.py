@@ -87,3 +87,14 @@ def test_random_changes_never_make_the_typed_path_looser(changes: dict[str, Any]
     if typed is not None:
         table, rejects = _validator_view(events)
         assert rejects == 0 and typed.equals(table)
+
+
+def test_blank_identifiers_are_found_as_the_validator_finds_them():
+    """The typed path tests blanks with `str.isspace`; the validator trims Arrow's whitespace.
+    Every code point must be whitespace to both or to neither."""
+    import pyarrow.compute as pc
+
+    chars = [chr(i) for i in range(0x110000) if not 0xD800 <= i <= 0xDFFF]
+    arrow = pc.equal(pc.utf8_trim_whitespace(pa.array(chars)), "").to_pylist()
+    differ = [hex(ord(c)) for c, blank in zip(chars, arrow, strict=True) if c.isspace() != blank]
+    assert differ == []

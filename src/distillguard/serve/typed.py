@@ -85,7 +85,9 @@ class TypedDecoder:
         self._ips = validator.ips
         event = schema.__annotations__["events"].__args__[0]
         # events become tuples in this order, and columns in the contract's
-        assert event.__struct_fields__ == tuple(r.name for r in RULES) == tuple(EVENTS_SCHEMA.names)
+        names = tuple(r.name for r in RULES)
+        if not event.__struct_fields__ == names == tuple(EVENTS_SCHEMA.names):
+            raise RuntimeError("typed event fields out of the contract's order")
 
     def decode(self, body: bytes) -> pa.Table | None:
         try:
