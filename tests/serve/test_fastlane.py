@@ -72,3 +72,22 @@ def test_fast_lane_counts_its_requests_in_the_metrics(client):
     text = client.get("/metrics", headers=READ).text
     assert 'distillguard_http_requests_total{route="/v1/events",status="400"} 1' in text
     assert 'distillguard_http_requests_total{route="/v1/events",status="200"} 1' in text
+
+
+def test_a_failure_behind_the_fast_lane_is_a_500_and_the_service_answers_on(client):
+    svc = client.app.state.service
+    real = svc.ingest_body
+
+    def broken(body: bytes):
+        raise RuntimeError("disk on fire")
+
+    svc.ingest_body = broken
+    try:
+        r = client.post("/v1/events", json={"events": normal_user("cy", 1)}, headers=WRITE)
+    finally:
+        svc.ingest_body = real
+    assert r.status_code == 500 and r.text == "Internal Server Error"
+    again = client.post("/v1/events", json={"events": normal_user("cy", 1)}, headers=WRITE)
+    assert again.status_code == 200
+    text = client.get("/metrics", headers=READ).text
+    assert 'distillguard_http_requests_total{route="/v1/events",status="500"} 1' in text
