@@ -188,7 +188,11 @@ class WindowState:
         if d.num_rows == 0:
             return
         names = [c for c in d.column_names if c in METRICS]
-        cols = [METRICS.index(c) for c in names]
+        cols: list[int] | slice = [METRICS.index(c) for c in names]
+        if cols and cols == list(range(cols[0], cols[-1] + 1)):
+            # event and signal deltas each come in METRICS order: a slice is a plain view,
+            # ~3x cheaper per row than fancy indexing
+            cols = slice(cols[0], cols[-1] + 1)
         values = np.array([d[c] for c in names], dtype=np.int64).T  # rows x metrics
         req = names.index("requests") if "requests" in names else None
         for i, (account_id, hb) in enumerate(zip(d["account_id"], d["hb"], strict=True)):
