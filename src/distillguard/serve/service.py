@@ -1,7 +1,8 @@
 """The scoring service without HTTP: ingest a batch, decide, persist; background workers.
 
 One POST = one validated Arrow table = one store transaction:
-  validate -> drop known request_ids -> request rows (no text) and counter deltas ->
+  typed decoding (serve/typed.py), or the validator when the schema refuses the batch ->
+  drop known request_ids -> request rows (no text) and counter deltas ->
   [inline: request signals] -> commit counters, read the accounts' windows inside the same
   transaction, decide, store the decisions -> respond.
 
