@@ -7,6 +7,7 @@ reasons for the (few) accounts whose indicators fire.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from collections.abc import Callable
@@ -78,7 +79,7 @@ class Addresses:
     kind: list[str | None]
     asn: list[str | None]
 
-    @property
+    @functools.cached_property
     def rows(self) -> np.ndarray:
         return np.asarray(self.indices, dtype=np.int64)
 
@@ -103,9 +104,11 @@ class Addresses:
         codes = per_address[self.rows]
         return (codes, names), np.not_equal(names, None)[codes]
 
-    def flags(self, test: Callable[[str | None], bool]) -> np.ndarray:
-        """`test(kind)` for each row, evaluated once per distinct address."""
-        return np.array([bool(test(k)) for k in self.kind], dtype=bool)[self.rows]
+    def flags(self, *tests: Callable[[str | None], bool]) -> list[np.ndarray]:
+        """`test(kind)` for each row and test, evaluated once per distinct kind."""
+        per_kind = {k: [bool(test(k)) for test in tests] for k in set(self.kind)}
+        table = np.array([per_kind[k] for k in self.kind] or [[False] * len(tests)], dtype=bool)
+        return list(table[self.rows].T) if len(self.rows) else [np.zeros(0, bool)] * len(tests)
 
 
 def request_rows(
@@ -261,15 +264,12 @@ def event_deltas(
     `addresses`: the rows' encoded client addresses (`request_rows`)."""
     n = rows.num_rows
     hb = np.asarray(rows["hb"], dtype=np.int64)
-    anon, proxy, vpn, hosted, home = (
-        addresses.flags(test)
-        for test in (
-            lambda k: k in ANONYMOUS_KINDS,
-            lambda k: k in PROXY_KINDS,
-            lambda k: k == "vpn",
-            lambda k: k in HOSTED_KINDS,
-            lambda k: k not in NOT_HOME_KINDS,
-        )
+    anon, proxy, vpn, hosted, home = addresses.flags(
+        lambda k: k in ANONYMOUS_KINDS,
+        lambda k: k in PROXY_KINDS,
+        lambda k: k == "vpn",
+        lambda k: k in HOSTED_KINDS,
+        lambda k: k not in NOT_HOME_KINDS,
     )
     (errors,) = _per_value(rows["status"], lambda s: s is not None and s != "ok")
     metrics = {
