@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from distillguard.serve.auth import Authenticator
 from distillguard.serve.config import ServeConfig, signup_policy
 from distillguard.serve.fastlane import EventsFastLane
+from distillguard.serve.http import HttpError, read_limited, require_scope
 from distillguard.serve.multiproc import Runtime
 from distillguard.serve.otlp import decode_otlp, otlp_response
 from distillguard.serve.service import Outcome, Service
@@ -24,45 +25,18 @@ from distillguard.serve.signups import register_signups
 JSON = "application/json"
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        self.status, self.detail, self.headers = status, detail, headers or {}
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def scope_guard(auth: Authenticator, scope: str) -> Callable[[Request], None]:
     """A dependency: 401 without a valid token, 403 when the token lacks `scope`."""
 
     def check(request: Request) -> None:
-        if auth.disabled:
-            return
-        token = _bearer(request)
-        granted = auth.scopes(token) if token else None
-        if granted is None:
-            raise HttpError(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
-        if scope not in granted:
-            raise HttpError(403, f"token lacks the '{scope}' scope")
+        require_scope(auth, request.headers.get("authorization", ""), scope)
 
     return check
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, or 413 as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HttpError(413, f"body of {declared} bytes; limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"body over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_limited(request.stream(), request.headers.get("content-length"), limit)
 
 
 def _respond(outcome: Outcome) -> Response:

@@ -13,21 +13,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from distillguard.serve.auth import Authenticator
+from distillguard.serve.http import HttpError, read_limited, require_scope
 from distillguard.serve.service import Service
 
 log = logging.getLogger("distillguard.serve")
 ROUTE = "/v1/events"
 INGEST_THREADS = 32  # callers waiting on one group commit each hold a thread
 JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-class Refused(Exception):
-    def __init__(self, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None):
-        self.status, self.detail, self.headers = status, detail, headers or []
 
 
 class EventsFastLane:
@@ -46,8 +43,11 @@ class EventsFastLane:
             return await self.app(scope, receive, send)
         try:
             status, headers, body = await self._answer(scope, receive)
-        except Refused as exc:
-            status, headers = exc.status, JSON_HEADERS + exc.headers
+        except HttpError as exc:  # as the app's HttpError handler answers
+            status = exc.status
+            headers = JSON_HEADERS + [
+                (k.lower().encode(), v.encode()) for k, v in exc.headers.items()
+            ]
             body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode()
         except Exception:  # as Starlette's ServerErrorMiddleware answers
             log.exception("POST %s failed", ROUTE)
@@ -62,40 +62,23 @@ class EventsFastLane:
         self.metrics.inc("distillguard_http_requests_total", route=ROUTE, status=str(status))
 
     async def _answer(self, scope: dict, receive: Any) -> tuple[int, list, bytes]:
-        self._check_token(_header(scope, b"authorization").decode("latin-1"))
-        body = await self._read_body(_header(scope, b"content-length"), receive)
+        require_scope(self.auth, _header(scope, b"authorization").decode("latin-1"), "write")
+        declared = _header(scope, b"content-length").decode("latin-1") or None
+        body = await read_limited(_body_chunks(receive), declared, self.limit)
         loop = asyncio.get_running_loop()
         outcome = await loop.run_in_executor(self._pool, self.service.ingest_body, body)
         return outcome.status, JSON_HEADERS, outcome.body
 
-    def _check_token(self, header: str) -> None:
-        if self.auth.disabled:
-            return
-        scheme, _, token = header.partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
-        granted = self.auth.scopes(token) if token else None
-        if granted is None:
-            raise Refused(
-                401, "missing or unknown bearer token", [(b"www-authenticate", b"Bearer")]
-            )
-        if "write" not in granted:
-            raise Refused(403, "token lacks the 'write' scope")
 
-    async def _read_body(self, declared: bytes, receive: Any) -> bytes:
-        if declared.isdigit() and int(declared) > self.limit:
-            raise Refused(413, f"body of {declared.decode()} bytes; limit is {self.limit}")
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise Refused(400, "client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                raise Refused(413, f"body over the limit of {self.limit} bytes")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+async def _body_chunks(receive: Any) -> AsyncIterator[bytes]:
+    """The ASGI request body, chunk by chunk (what Starlette's `request.stream()` yields)."""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, "client disconnected")
+        yield message.get("body", b"")
+        more = message.get("more_body", False)
 
 
 def _header(scope: dict, name: bytes) -> bytes:

@@ -255,7 +255,8 @@ def register_signups(
     # (Request and Response are module-level: FastAPI resolves the handler's annotations there)
     from starlette.concurrency import run_in_threadpool
 
-    from distillguard.serve.app import HttpError, read_body
+    from distillguard.serve.app import read_body
+    from distillguard.serve.http import HttpError
 
     desk = SignupDesk(svc, policy)
     app.state.signups = desk
