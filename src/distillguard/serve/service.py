@@ -236,18 +236,16 @@ class Service:
             if not isinstance(payload, dict):
                 return _json(422, {"detail": 'body must be a JSON object {"events": [...]}'})
             return self.ingest_payload(payload.get("events"))
-        limit = int(self.cfg.get("server", "max_batch_events"))
-        if table.num_rows > limit:
-            return _json(413, {"detail": f"batch of {table.num_rows} events; limit is {limit}"})
+        if too_many := self._over_batch_limit(table.num_rows, "events"):
+            return too_many
         return Outcome(200, self.ingest(table))
 
     def ingest_payload(self, events: Any, text: bool = False) -> Outcome:
         """A decoded `events` list -> 200 with decisions, 413 or 422."""
         if not isinstance(events, list):
             return _json(422, {"detail": [{"field": "events", "reason": "missing_field"}]})
-        limit = int(self.cfg.get("server", "max_batch_events"))
-        if len(events) > limit:
-            return _json(413, {"detail": f"batch of {len(events)} events; limit is {limit}"})
+        if too_many := self._over_batch_limit(len(events), "events"):
+            return too_many
         table, rejected, _ = self.validator.validate(events, text=text)
         if rejected:
             self.metrics.inc("distillguard_rejected_events_total", len(rejected))
@@ -261,9 +259,8 @@ class Service:
         """
         stats: dict[str, int] = {}
         records, _, _ = payload_records(payload, 1, 0, stats)
-        limit = int(self.cfg.get("server", "max_batch_events"))
-        if len(records) > limit:
-            return _json(413, {"detail": f"batch of {len(records)} spans; limit is {limit}"})
+        if too_many := self._over_batch_limit(len(records), "spans"):
+            return too_many
         table, rejected, _ = self.validator.validate(records, text=True)
         self.metrics.inc("distillguard_rejected_events_total", len(rejected))
         decided = json.loads(self.ingest(table)) if table.num_rows else {"decisions": []}
@@ -289,15 +286,21 @@ class Service:
         """
         if not isinstance(records, list):
             return _json(422, {"detail": [{"field": "records", "reason": "missing_field"}]})
-        limit = int(self.cfg.get("server", "max_batch_events"))
-        if len(records) > limit:
-            return _json(413, {"detail": f"batch of {len(records)} records; limit is {limit}"})
+        if too_many := self._over_batch_limit(len(records), "records"):
+            return too_many
         events = [litellm_record_to_event(r) if isinstance(r, dict) else None for r in records]
         table, rejected, _ = self.validator.validate(events, text=True)
         self.metrics.inc("distillguard_rejected_events_total", len(rejected))
         decided = json.loads(self.ingest(table)) if table.num_rows else {"decisions": []}
         decided["rejected"] = [r.as_dict() for r in rejected[:MAX_REPORTED_REJECTS]]
         return _json(200, decided)
+
+    def _over_batch_limit(self, n: int, what: str) -> Outcome | None:
+        """413 for a batch of more than `server.max_batch_events` events (spans, records)."""
+        limit = int(self.cfg.get("server", "max_batch_events"))
+        if n <= limit:
+            return None
+        return _json(413, {"detail": f"batch of {n} {what}; limit is {limit}"})
 
     def _rejected(self, rejected: list[Rejected]) -> Outcome:
         return _json(

@@ -19,7 +19,6 @@ import msgspec
 import pyarrow as pa
 from msgspec.structs import astuple
 
-from distillguard import contract
 from distillguard.ingest.sections import FieldRule
 from distillguard.serve.validate import (
     EMPTY_IS_MISSING,
@@ -35,7 +34,6 @@ from distillguard.serve.validate import (
 )
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-_TYPES = {f.name: f.type for f in contract.EVENTS}  # columns are built in their contract type
 
 
 def _json_type(rule: FieldRule) -> Any:
@@ -97,19 +95,21 @@ class TypedDecoder:
         if not events:
             return EVENTS_SCHEMA.empty_table()
         columns: list[pa.Array] = []
-        for rule, values in zip(RULES, zip(*map(astuple, events), strict=True), strict=True):
-            arr = self._column(rule, values)
+        by_field = zip(*map(astuple, events), strict=True)
+        # columns are built in their contract type
+        for rule, t, values in zip(RULES, EVENTS_SCHEMA.types, by_field, strict=True):
+            arr = self._column(rule, t, values)
             if arr is None:
                 return None
             columns.append(arr)
         return pa.Table.from_arrays(columns, schema=EVENTS_SCHEMA)
 
-    def _column(self, rule: FieldRule, values: tuple[Any, ...]) -> pa.Array | None:
+    def _column(self, rule: FieldRule, t: pa.DataType, values: tuple[Any, ...]) -> pa.Array | None:
         if rule.kind == "timestamp":
-            return _timestamps(values)
+            return _timestamps(values, t)
         if _blank_is_missing(rule) and any(map(str.isspace, values)):
             return None  # all whitespace (Python's and Arrow's whitespace are the same set)
-        arr = pa.array(values, _TYPES[rule.name])
+        arr = pa.array(values, t)
         if rule.kind == "ip":
             arr = self._ips.normalise(arr)
             return None if arr.null_count else arr  # not an address: the validator says so
@@ -118,10 +118,10 @@ class TypedDecoder:
         return arr
 
 
-def _timestamps(values: tuple[Any, ...]) -> pa.Array | None:
+def _timestamps(values: tuple[Any, ...], t: pa.DataType) -> pa.Array | None:
     """Epoch-ms integers, or RFC 3339 text that exists as a date; None for a mixed batch."""
     try:
-        return pa.array(values, contract.TIMESTAMP)
+        return pa.array(values, t)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
     try:
@@ -129,4 +129,4 @@ def _timestamps(values: tuple[Any, ...]) -> pa.Array | None:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     # month 13 matches the pattern but is no date: the long way
-    return None if ms.null_count else ms.cast(contract.TIMESTAMP)
+    return None if ms.null_count else ms.cast(t)
