@@ -76,16 +76,16 @@ def test_fast_lane_counts_its_requests_in_the_metrics(client):
 
 def test_a_failure_behind_the_fast_lane_is_a_500_and_the_service_answers_on(client):
     svc = client.app.state.service
-    real = svc.ingest_body
+    real = svc.store.commit
 
-    def broken(body: bytes):
+    def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    svc.ingest_body = broken
+    svc.store.commit = broken  # fails on the committer thread, which answers the coroutine
     try:
         r = client.post("/v1/events", json={"events": normal_user("cy", 1)}, headers=WRITE)
     finally:
-        svc.ingest_body = real
+        svc.store.commit = real
     assert r.status_code == 500 and r.text == "Internal Server Error"
     again = client.post("/v1/events", json={"events": normal_user("cy", 1)}, headers=WRITE)
     assert again.status_code == 200

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as quote_json
 from typing import Any
@@ -128,6 +129,12 @@ class _Pending:
     done: threading.Event = field(default_factory=threading.Event)
     body: bytes | None = None
     error: BaseException | None = None
+    on_done: Callable[[_Pending], None] | None = None  # run on the committer thread
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done(self)
 
 
 @dataclass
@@ -227,7 +234,9 @@ class Service:
         A batch that the typed schema takes whole (the usual case) is decoded and checked in C;
         any other goes through the JSON decoder and the rule-by-rule validator, which says which
         row broke which rule."""
-        table = self.typed.decode(body)
+        table = self.decode_typed(body)
+        if isinstance(table, Outcome):
+            return table
         if table is None:
             try:
                 payload = orjson.loads(body)
@@ -236,9 +245,15 @@ class Service:
             if not isinstance(payload, dict):
                 return _json(422, {"detail": 'body must be a JSON object {"events": [...]}'})
             return self.ingest_payload(payload.get("events"))
-        if too_many := self._over_batch_limit(table.num_rows, "events"):
-            return too_many
         return Outcome(200, self.ingest(table))
+
+    def decode_typed(self, body: bytes) -> pa.Table | Outcome | None:
+        """The typed path of `ingest_body`: the events table, a 413, or None when the body
+        must go through the JSON decoder and the rule-by-rule validator."""
+        table = self.typed.decode(body)
+        if table is not None and (too_many := self._over_batch_limit(table.num_rows, "events")):
+            return too_many
+        return table
 
     def ingest_payload(self, events: Any, text: bool = False) -> Outcome:
         """A decoded `events` list -> 200 with decisions, 413 or 422."""
@@ -311,6 +326,17 @@ class Service:
             },
         )
 
+    def submit(self, table: pa.Table, on_done: Callable[[_Pending], None]) -> None:
+        """`ingest` without waiting: `on_done(pending)` runs on the committer thread once the
+        table's decisions (`pending.body`) or its error (`pending.error`) are set. An event
+        loop answers from there without a thread of its own waiting on each commit."""
+        self._enqueue_group(_Pending(table, on_done=on_done))
+
+    def _enqueue_group(self, pending: _Pending) -> None:
+        with self._group_cond:
+            self._group.append(pending)
+            self._group_cond.notify()
+
     def ingest(self, table: pa.Table) -> bytes:
         """Decide and persist a validated contract table; the JSON body of the response.
 
@@ -321,9 +347,7 @@ class Service:
         """
         start = time.perf_counter()
         pending = _Pending(table)
-        with self._group_cond:
-            self._group.append(pending)
-            self._group_cond.notify()
+        self._enqueue_group(pending)
         pending.done.wait()
         self.metrics.observe_batch(time.perf_counter() - start)
         if pending.error is not None:
@@ -362,11 +386,11 @@ class Service:
                     self._side[:0] = retry  # signal counts are retried with the next commit
                 for p in group:
                     p.error = exc
-                    p.done.set()
+                    p.finish()
                 continue
             for p, body in zip(group, bodies, strict=True):
                 p.body = body
-                p.done.set()
+                p.finish()
             for item in side:
                 item.done.set()
 
