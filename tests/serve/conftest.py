@@ -30,6 +30,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def metric_sum(text: str, prefix: str) -> float:
+    """The sum of every Prometheus sample whose line starts with `prefix`."""
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
 def make_config(tmp: Path, **sections: dict[str, Any]) -> ServeConfig:
     """A config with a write and a read token, state under `tmp`, background loops off."""
     overrides: dict[str, Any] = {

@@ -296,3 +296,21 @@ def test_litellm_logging_payloads_are_mapped_and_scored(client):
     view = client.get("/v1/accounts/lite-user", headers=READ).json()
     assert view["windows"]["168h"]["requests"] == 3
     assert view["windows"]["168h"]["distinct_ips"] == 1
+
+
+
+def test_an_idle_service_stops_re_running_its_analysis_until_new_events_arrive(client):
+    svc = client.app.state.service
+    due = svc._traffic_since_analysis  # asked by the analysis loop at each interval
+    assert due()  # the first run
+    cluster = hydra("idle", accounts=6, n_each=10)
+    assert _post(client, cluster).status_code == 200
+    assert due()  # new events
+    assert due()  # once more: that run sees the signal counts flushed after the last one
+    assert [due() for _ in range(3)] == [False] * 3  # idle: nothing in the window changed
+    later = hydra("idle", accounts=6, n_each=2, seed=5, start=cluster[-1]["timestamp"] + 60_000)
+    later = [dict(e, request_id=e["request_id"] + "-b") for e in later]
+    assert _post(client, later).status_code == 200
+    assert due()
+    assert _post(client, later).status_code == 200  # duplicates only: nothing new held
+    assert due() and not due()

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from distillguard.serve.harness import ServerProcess, write_config
-from tests.serve.conftest import READ, READ_TOKEN, WRITE, WRITE_TOKEN, free_port
+from tests.serve.conftest import READ, READ_TOKEN, WRITE, WRITE_TOKEN, free_port, metric_sum
 from tests.serve.traffic import hydra, normal_user
 
 HEADERS = {**WRITE, "Content-Type": "application/json"}
@@ -63,12 +63,6 @@ def _connection_to(port: int, wanted: set[int]) -> dict[int, Worker]:
 
 def _without_duplicate_flag(decisions: list[dict]) -> list[dict]:
     return [{k: v for k, v in d.items() if k != "duplicate"} for d in decisions]
-
-
-def _metric(text: str, prefix: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
-    )
 
 
 def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
@@ -140,9 +134,9 @@ def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
         time.sleep(2.5)
         for worker in conns.values():
             text = worker.call("GET", "/metrics")
-            assert _metric(text, "distillguard_events_total{") == accepted
-            assert _metric(text, "distillguard_duplicate_events_total") == 200
-            assert _metric(text, "distillguard_analysis_runs_total") >= 1
+            assert metric_sum(text, "distillguard_events_total{") == accepted
+            assert metric_sum(text, "distillguard_duplicate_events_total") == 200
+            assert metric_sum(text, "distillguard_analysis_runs_total") >= 1
 
         # kill -9 of the supervisor takes both workers with it; nothing acknowledged is lost.
         for worker in conns.values():
