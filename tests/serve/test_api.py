@@ -299,18 +299,24 @@ def test_litellm_logging_payloads_are_mapped_and_scored(client):
 
 
 
-def test_an_idle_service_stops_re_running_its_analysis_until_new_events_arrive(client):
+def test_an_idle_service_stops_re_running_its_analysis_until_something_is_committed(
+    client_factory,
+):
+    client = client_factory(signals={"inline": False, "flush_ms": 600_000})  # flushed below
     svc = client.app.state.service
-    due = svc._traffic_since_analysis  # asked by the analysis loop at each interval
-    assert due()  # the first run
+    tick = svc._run_analysis_if_changed  # what the analysis loop does at each interval
+    runs = svc.run_analysis
+    ran: list[int] = []
+    svc.run_analysis = lambda: ran.append(1) or runs()  # type: ignore[method-assign]
+    assert tick()  # the first run
+    assert not tick()  # nothing committed since
     cluster = hydra("idle", accounts=6, n_each=10)
     assert _post(client, cluster).status_code == 200
-    assert due()  # new events
-    assert due()  # once more: that run sees the signal counts flushed after the last one
-    assert [due() for _ in range(3)] == [False] * 3  # idle: nothing in the window changed
-    later = hydra("idle", accounts=6, n_each=2, seed=5, start=cluster[-1]["timestamp"] + 60_000)
-    later = [dict(e, request_id=e["request_id"] + "-b") for e in later]
-    assert _post(client, later).status_code == 200
-    assert due()
-    assert _post(client, later).status_code == 200  # duplicates only: nothing new held
-    assert due() and not due()
+    assert tick()  # new events: a run (before their signal counts exist)
+    assert [tick() for _ in range(3)] == [False] * 3  # idle: nothing in the window changed
+    assert svc.flush_signals() == len(cluster)
+    assert tick()  # the signal counts landed later: they get a run of their own
+    assert not tick()
+    assert _post(client, cluster).status_code == 200  # duplicates only: nothing committed
+    assert not tick()
+    assert len(ran) == 3

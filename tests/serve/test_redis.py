@@ -20,8 +20,11 @@ def test_replicas_share_counts_and_idempotency(tmp_path, redis_url):
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     events = normal_user("ana", 6)
     with _replica(tmp_path, redis_url, prefix) as a, _replica(tmp_path, redis_url, prefix) as b:
+        before = b.app.state.service.store.version()
         first = a.post("/v1/events", json={"events": events[:4]}, headers=WRITE).json()
         assert first["accepted"] == 4
+        # B's analysis would see that A committed something (it runs only when so).
+        assert b.app.state.service.store.version() != before
         # Replica B sees A's request ids as known and adds only the new ones.
         second = b.post("/v1/events", json={"events": events[2:]}, headers=WRITE).json()
         assert second["accepted"] == 2 and second["duplicates"] == 2

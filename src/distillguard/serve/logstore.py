@@ -389,6 +389,11 @@ class SqliteStore(Store):
             self._catch_up()
             return self.ids.size
 
+    def version(self) -> int:
+        with self._state_lock:
+            self._catch_up()
+            return self._applied  # the last log record: every commit appends one
+
     def close(self) -> None:
         self._closed.set()
         self._checkpointer.join(timeout=30)

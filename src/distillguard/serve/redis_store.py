@@ -187,6 +187,7 @@ class RedisStore(Store):
             pipe.set(f"{self.p}acct:{account}", decision, ex=self.ttl)
         if c.clock_ms is not None:
             self._clock(keys=[f"{self.p}kv:clock"], args=[c.clock_ms], client=pipe)
+        pipe.incr(f"{self.p}version")
 
     def windows(self, accounts: list[str], short_from_hb: int, long_from_hb: int) -> Windows:
         buckets, keys = self._hashes(self.r.pipeline(transaction=False), accounts)
@@ -232,6 +233,9 @@ class RedisStore(Store):
 
     def count_requests(self) -> int:
         return int(self.r.get(f"{self.p}nreq") or 0)
+
+    def version(self) -> int:
+        return int(self.r.get(f"{self.p}version") or 0)
 
     def close(self) -> None:
         self.r.close()

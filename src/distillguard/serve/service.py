@@ -162,7 +162,7 @@ class Service:
         self._analysis_lead = runtime.lock("analysis") if runtime else None
         self._leads_analysis = runtime is None
         self._verdicts_stamp: bytes | None = None
-        self._analysed_counts: list[int] = []  # requests held at the last two scheduled runs
+        self._analysed_version: int | None = None  # the store's version at the last run
         self.policy = Policy.from_config(cfg.raw)
         self.short_hours = int(cfg.get("windows", "short_hours"))
         self.long_hours = int(cfg.get("windows", "long_hours"))
@@ -571,19 +571,21 @@ class Service:
                     self._load_verdicts()
                 elif time.monotonic() >= due:
                     due = time.monotonic() + interval
-                    if self._traffic_since_analysis():
-                        self.run_analysis()
+                    self._run_analysis_if_changed()
             except Exception:
                 log.exception("background analysis failed")
 
-    def _traffic_since_analysis(self) -> bool:
-        """False once two scheduled runs in a row saw the same acknowledged requests: an idle
-        service stops re-running linkage and clustering over an unchanged window (the window
-        follows the events' clock, so nothing in it changes). The second run after traffic
-        stops is kept, since it also sees the signal counts flushed after the first."""
-        held = self.store.count_requests()
-        seen, self._analysed_counts = self._analysed_counts, [*self._analysed_counts[-1:], held]
-        return not (len(seen) == 2 and seen[0] == seen[1] == held)
+    def _run_analysis_if_changed(self) -> bool:
+        """A scheduled run, unless nothing was committed since the last one: an idle service
+        stops re-running linkage and clustering over an unchanged window (the window follows
+        the events' clock). Signal counts that land after a run are commits too, so they get
+        a run of their own. True if it ran."""
+        version = self.store.version()
+        if version == self._analysed_version:
+            return False
+        self.run_analysis()
+        self._analysed_version = version  # not after a failure: the next tick retries
+        return True
 
     def _load_verdicts(self) -> None:
         """The stored verdicts, if they changed since this process last read them."""

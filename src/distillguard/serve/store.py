@@ -184,6 +184,11 @@ class Store(ABC):
         """Acknowledged requests held (for health and the crash test)."""
 
     @abstractmethod
+    def version(self) -> int:
+        """A number that changes whenever a commit lands, from any process (request batches
+        and their later signal counts alike): the analysis skips a run when it has not."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
