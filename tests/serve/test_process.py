@@ -59,6 +59,9 @@ def test_every_acknowledged_event_survives_kill_9(tmp_path):
             assert health["status"] == "ok"
             view = client.get(f"{server.url}/v1/accounts/acct00", headers=READ)
             assert view.status_code == 200
+        server.stop()  # SIGINT: a graceful stop, exit status 0 and no traceback in the log
+        assert server.proc is not None and server.proc.returncode == 0
+        assert "Traceback" not in (tmp_path / "server.log").read_text()
     finally:
         stop.set()
         server.stop()

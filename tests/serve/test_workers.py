@@ -149,5 +149,8 @@ def test_two_workers_share_state_stay_idempotent_and_run_one_analysis(tmp_path):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         assert _call(conn, "POST", "/v1/events", {"events": users + racing})["duplicates"] == 200
         conn.close()
+        server.stop()  # SIGINT: a graceful stop, exit status 0 and no traceback in the log
+        assert server.proc is not None and server.proc.returncode == 0
+        assert "Traceback" not in (tmp_path / "server.log").read_text()
     finally:
         server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from distillguard.serve.config import ServeConfig
     from distillguard.serve.multiproc import Runtime
 
+log = logging.getLogger("distillguard.serve")
 SWITCH_INTERVAL_S = 0.001
 
 
@@ -68,7 +70,12 @@ def run_single(
     # shorter switch interval (default 5 ms) bounds how long a POST waits for its turn.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=sockets)
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    except KeyboardInterrupt:
+        # uvicorn re-raises a SIGINT once it has drained and stopped: this is the graceful
+        # stop (Ctrl-C, or the supervisor stopping its workers), not an error to trace
+        log.info("stopped")
 
 
 def token_command(
