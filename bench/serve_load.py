@@ -24,6 +24,8 @@ import json
 import os
 import queue
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -403,15 +405,15 @@ def crash_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
     cfg = write_config(work / "crash" / "serve.toml", port, WRITE_TOKEN, READ_TOKEN, **_extra(args))
     server = ServerProcess(cfg, port, work / "crash" / "server.log")
     server.start(timeout=300)  # spawned processes start slowly on a loaded machine
-    load = Load(port, bodies, args.clients)
-    runner = threading.Thread(target=load.run, args=(args.max_seconds,))
-    runner.start()
-    time.sleep(args.kill_after)
-    server.kill9()
-    runner.join()
-    acked = set(load.acked)
-    server.start(timeout=300)  # spawned processes start slowly on a loaded machine
     try:
+        load = Load(port, bodies, args.clients)
+        runner = threading.Thread(target=load.run, args=(args.max_seconds,))
+        runner.start()
+        time.sleep(args.kill_after)
+        server.kill9()
+        runner.join()
+        acked = set(load.acked)
+        server.start(timeout=300)  # spawned processes start slowly on a loaded machine
         resend = [b for b in bodies if set(b[1]) <= acked]
         partial = [b for b in bodies if set(b[1]) & acked and not set(b[1]) <= acked]
         assert not partial, "a batch is acknowledged as a whole or not at all"
@@ -462,6 +464,9 @@ def main() -> None:
     p.add_argument("--trace", default=None, help="open loop: write per-POST latencies (CSV)")
     p.add_argument("--nice", type=int, default=None, help="e.g. -10: raise CPU priority (root)")
     args = p.parse_args()
+    # `kill <pid>` (SIGTERM) unwinds like Ctrl-C, so the phases' `finally` stop their servers
+    # instead of leaving them running (and using CPU) behind an interrupted benchmark.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     work = Path(tempfile.mkdtemp(prefix="dg-serve-bench-"))
     try:
         events = simulated_events(work, args.events)
