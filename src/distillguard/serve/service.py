@@ -130,11 +130,7 @@ class _Pending:
     body: bytes | None = None
     error: BaseException | None = None
     on_done: Callable[[_Pending], None] | None = None  # run on the committer thread
-
-    def finish(self) -> None:
-        self.done.set()
-        if self.on_done is not None:
-            self.on_done(self)
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -346,11 +342,9 @@ class Service:
         themselves, so per-commit fixed costs (fsync, statement and kernel overheads) are
         shared, and each caller is answered as soon as its own group is done.
         """
-        start = time.perf_counter()
         pending = _Pending(table)
         self._enqueue_group(pending)
         pending.done.wait()
-        self.metrics.observe_batch(time.perf_counter() - start)
         if pending.error is not None:
             raise pending.error
         assert pending.body is not None
@@ -387,13 +381,20 @@ class Service:
                     self._side[:0] = retry  # signal counts are retried with the next commit
                 for p in group:
                     p.error = exc
-                    p.finish()
+                    self._finish(p)
                 continue
             for p, body in zip(group, bodies, strict=True):
                 p.body = body
-                p.finish()
+                self._finish(p)
             for item in side:
                 item.done.set()
+
+    def _finish(self, p: _Pending) -> None:
+        """Time the batch (queued -> decided, for every caller alike) and wake its caller."""
+        self.metrics.observe_batch(time.perf_counter() - p.queued_at)
+        p.done.set()
+        if p.on_done is not None:
+            p.on_done(p)
 
     def _ingest_group(self, tables: list[pa.Table], side: list[_Side] | None = None) -> list[bytes]:
         combined = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
