@@ -12,30 +12,25 @@ every `analysis.interval_s`, set to --interval here).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from serve_load import READ_TOKEN, WRITE_TOKEN, cpu_seconds, encode, free_port, simulated_events
+from serve_load import (
+    READ_TOKEN,
+    WRITE_TOKEN,
+    cpu_seconds,
+    encode,
+    free_port,
+    post_all,
+    simulated_events,
+)
 
 from distillguard.serve.harness import ServerProcess, write_config
 
 SETTLE_S = 5.0  # after three intervals: the last two runs over the burst have finished
-
-
-def post_all(port: int, bodies: list[tuple[bytes, list[str]]]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Authorization": f"Bearer {WRITE_TOKEN}", "Content-Type": "application/json"}
-    for body, _ in bodies:
-        conn.request("POST", "/v1/events", body, headers)
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"POST answered {response.status}")
-    conn.close()
 
 
 def main() -> None:
@@ -55,7 +50,8 @@ def main() -> None:
         server = ServerProcess(config, port, work / "server.log")
         server.start()
         try:
-            post_all(port, bodies)
+            if post_all(port, bodies) != args.events:
+                raise RuntimeError("the server did not accept every event")
             time.sleep(3 * args.interval + SETTLE_S)
             assert server.proc is not None
             before = cpu_seconds(server.proc.pid)

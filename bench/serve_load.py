@@ -418,13 +418,14 @@ def crash_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
         partial = [b for b in bodies if set(b[1]) & acked and not set(b[1]) <= acked]
         assert not partial, "a batch is acknowledged as a whole or not at all"
         # Re-POSTing acknowledged events must report every one as a duplicate.
-        lost = _count_accepted(port, resend)
+        lost = post_all(port, resend)
     finally:
         server.stop()
     return {"acknowledged_before_kill": len(acked), "lost_after_restart": lost}
 
 
-def _count_accepted(port: int, bodies) -> int:
+def post_all(port: int, bodies) -> int:
+    """POST every body in turn over one connection; how many events were accepted."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {WRITE_TOKEN}"}
     accepted = 0
