@@ -7,7 +7,7 @@ Starlette's router, exception middleware, dependency solving and request objects
 thread hand-off: about a millisecond of a POST's few on a busy 2-core machine
 (docs/benchmarks.md). A batch the typed schema takes is decoded on the event loop and handed to
 the group commit, which answers the waiting coroutine itself; any other body goes to
-`Service.ingest_body` on a thread. Every other request goes on to the FastAPI app.
+`Service.ingest_untyped` on a thread. Every other request goes on to the FastAPI app.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class EventsFastLane:
             return typed.status, JSON_HEADERS, typed.body
         if typed is None:
             # the validator's path (it names every rejected row), on a thread
-            outcome = await loop.run_in_executor(self._pool, self.service.ingest_body, body)
+            outcome = await loop.run_in_executor(self._pool, self.service.ingest_untyped, body)
             return outcome.status, JSON_HEADERS, outcome.body
         return 200, JSON_HEADERS, await self._decide(loop, typed)
 

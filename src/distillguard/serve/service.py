@@ -235,14 +235,19 @@ class Service:
         if isinstance(table, Outcome):
             return table
         if table is None:
-            try:
-                payload = orjson.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return _json(400, {"detail": f"malformed JSON: {exc}"})
-            if not isinstance(payload, dict):
-                return _json(422, {"detail": 'body must be a JSON object {"events": [...]}'})
-            return self.ingest_payload(payload.get("events"))
+            return self.ingest_untyped(body)
         return Outcome(200, self.ingest(table))
+
+    def ingest_untyped(self, body: bytes) -> Outcome:
+        """A body the typed schema refused: the JSON decoder, then the rule-by-rule validator
+        (400, 413, 422 naming each bad row's field and reason, or 200)."""
+        try:
+            payload = orjson.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _json(400, {"detail": f"malformed JSON: {exc}"})
+        if not isinstance(payload, dict):
+            return _json(422, {"detail": 'body must be a JSON object {"events": [...]}'})
+        return self.ingest_payload(payload.get("events"))
 
     def decode_typed(self, body: bytes) -> pa.Table | Outcome | None:
         """The typed path of `ingest_body`: the events table, a 413, or None when the body
