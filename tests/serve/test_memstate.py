@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections import defaultdict
 
 import pytest
@@ -133,11 +134,76 @@ def test_id_index_finds_ids_across_segments_and_forgets_dropped_records(monkeypa
     index = IdIndex()
     for seq in range(1, 21):
         index.add([f"r{seq}-{i}" for i in range(5)], seq)
-    assert len(index.segments) >= 1 and index.size == 100
+    index.wait_merged()
+    assert len(index.segments) >= 1 and not index.sealed and index.size == 100
     found = index.candidates(["r3-4", "r17-0", "nope"])
     assert found["r3-4"] == [3] and found["r17-0"] == [17] and "nope" not in found
     index.drop_records({3, 4})
     assert "r3-4" not in index.candidates(["r3-4"]) and index.size == 90
+
+
+def _held_merges(monkeypatch) -> threading.Event:
+    """Background merges wait for the returned event before sorting."""
+    go = threading.Event()
+    sort = memstate._sorted
+
+    def held(h, s):
+        assert go.wait(10)
+        return sort(h, s)
+
+    monkeypatch.setattr(memstate, "_sorted", held)
+    return go
+
+
+def test_id_index_finds_ids_of_a_sealed_dict_before_its_segment_exists(monkeypatch):
+    monkeypatch.setattr(memstate, "SEGMENT_IDS", 8)
+    go = _held_merges(monkeypatch)
+    index = IdIndex()
+    for seq in range(1, 5):
+        index.add([f"r{seq}-{i}" for i in range(4)], seq)
+    assert index.sealed and not index.segments  # the merge is held: not published yet
+    assert index.candidates(["r1-0", "r4-3"]) == {"r1-0": [1], "r4-3": [4]}
+    index.sealed[0].ids[hash("twin")] = 1  # as if an id with twin's hash were sealed
+    index.add(["twin"], 5)
+    assert index.collided == {"twin": 5}  # the collision check searches sealed dicts too
+    go.set()
+    index.wait_merged()
+    assert not index.sealed and index.segments
+    assert index.candidates(["r1-0", "r4-3"]) == {"r1-0": [1], "r4-3": [4]}
+
+
+def test_id_index_drop_waits_for_a_merge_in_flight(monkeypatch):
+    monkeypatch.setattr(memstate, "SEGMENT_IDS", 8)
+    go = _held_merges(monkeypatch)
+    index = IdIndex()
+    for seq in range(1, 5):
+        index.add([f"r{seq}-{i}" for i in range(4)], seq)
+    threading.Timer(0.2, go.set).start()
+    index.drop_records({1})  # must not let the merge publish record 1's ids again
+    assert not index.sealed
+    assert index.candidates(["r1-0", "r2-0"]) == {"r2-0": [2]} and index.size == 12
+
+
+def test_id_index_keeps_sealed_ids_searchable_after_a_failed_merge(monkeypatch):
+    monkeypatch.setattr(memstate, "SEGMENT_IDS", 8)
+    sort = memstate._sorted
+    calls = []
+
+    def fails_once(h, s):
+        calls.append(len(h))
+        if len(calls) == 1:
+            raise MemoryError("as if the merge ran out of memory")
+        return sort(h, s)
+
+    monkeypatch.setattr(memstate, "_sorted", fails_once)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # expected: no report
+    index = IdIndex()
+    index.add([f"a{i}" for i in range(8)], 1)
+    index.wait_merged()
+    assert index.sealed and index.candidates(["a3"]) == {"a3": [1]}
+    index.add([f"b{i}" for i in range(8)], 2)  # the next seal starts a new merge thread
+    index.wait_merged()
+    assert not index.sealed and index.candidates(["a3", "b5"]) == {"a3": [1], "b5": [2]}
 
 
 def test_id_index_keeps_an_id_whose_hash_is_taken_apart():
