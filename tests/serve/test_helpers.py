@@ -11,9 +11,11 @@ def test_helper_processes_run_at_a_lower_priority_than_the_server() -> None:
     helper = Worker(enabled=True)
     try:
         niceness = helper.run(os.nice, 0)  # os.nice(0) reads the caller's niceness
+        policy = helper.run(os.sched_getscheduler, 0)
     finally:
         helper.stop()
     assert niceness == min(19, os.nice(0) + HELPER_NICENESS)
+    assert policy == os.SCHED_IDLE != os.sched_getscheduler(0)  # only on an idle core
 
 
 def test_disabled_worker_runs_in_the_calling_process() -> None:
