@@ -51,7 +51,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def simulated_events(work: Path, total: int) -> pa.Table:
+def simulated_events(work: Path, total: int, live_rate: float | None = None) -> pa.Table:
+    """`total` events of scenario `small`, copied with fresh request ids. Timestamps: the
+    scenario's, each copy shifted past the last (a replay: ~27 events per simulated hour, so
+    the clock crosses hours every few POSTs), or with `live_rate` those of a live gateway
+    sending `live_rate` events/s from now on (a POST's events all fall in the current hour)."""
     from distillguard.simulate.engine import simulate
 
     sim = work / "sim"
@@ -72,7 +76,12 @@ def simulated_events(work: Path, total: int) -> pa.Table:
             t.schema.get_field_index("timestamp"), "timestamp", pc.add(t["timestamp"], k * span)
         )
         copies.append(t)
-    return pa.concat_tables(copies).slice(0, total)
+    events = pa.concat_tables(copies).slice(0, total)
+    if live_rate is None:
+        return events
+    now_ms = int(time.time() * 1000)
+    live = pa.array(now_ms + np.arange(events.num_rows) * 1000 // int(live_rate), pa.int64())
+    return events.set_column(events.schema.get_field_index("timestamp"), "timestamp", live)
 
 
 def encode(events: pa.Table, batch: int) -> list[tuple[bytes, list[str]]]:
@@ -272,6 +281,16 @@ def request_cpu_seconds(pid: int, workers: int) -> float:
     return total
 
 
+def request_rss_mb(pid: int, workers: int) -> float:
+    """Resident memory of the request processes (Linux /proc), in MB."""
+    total_kb = 0
+    for p in [pid] + (_children(pid) if workers > 1 else []):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return round(total_kb / 1024, 1)
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -353,6 +372,7 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
         server_cpu = cpu_seconds(server.proc.pid) - cpu0
         main_cpu = request_cpu_seconds(server.proc.pid, args.workers) - main0
         own_cpu = _self_cpu() - own0
+        rss_mb = request_rss_mb(server.proc.pid, args.workers)
         load1 = os.getloadavg()[0]
         reference.append(host_reference_ms())
     finally:
@@ -373,6 +393,7 @@ def throughput_phase(args: argparse.Namespace, work: Path, bodies) -> dict:
         "server_cpu_ms_per_1000_events": round(1000 * server_cpu / max(events, 1) * 1000, 1),
         "events_per_server_cpu_s": round(events / max(server_cpu, 1e-9)),
         "load_generator_cpu_s": round(own_cpu, 2),
+        "request_processes_rss_mb_after": rss_mb,  # state held in memory (windows, ids)
         "load_average_before_after": [round(load0, 1), round(load1, 1)],
         "host_reference_ms_before_after": reference,
     }
@@ -464,13 +485,19 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="server.workers (request processes)")
     p.add_argument("--trace", default=None, help="open loop: write per-POST latencies (CSV)")
     p.add_argument("--nice", type=int, default=None, help="e.g. -10: raise CPU priority (root)")
+    p.add_argument(
+        "--timestamps", default="replay", choices=("replay", "live"),
+        help="replay: the scenario's clock (hours pass every few POSTs); live: stamped at --rate "
+        "from now, as a gateway sends them",
+    )  # fmt: skip
     args = p.parse_args()
     # `kill <pid>` (SIGTERM) unwinds like Ctrl-C, so the phases' `finally` stop their servers
     # instead of leaving them running (and using CPU) behind an interrupted benchmark.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     work = Path(tempfile.mkdtemp(prefix="dg-serve-bench-"))
     try:
-        events = simulated_events(work, args.events)
+        live_rate = args.rate if args.timestamps == "live" and args.rate else None
+        events = simulated_events(work, args.events, live_rate)
         bodies = encode(events, args.batch)
         result = {"config": vars(args), "throughput": throughput_phase(args, work, bodies)}
         if not args.skip_crash:
