@@ -61,10 +61,11 @@ class Rows:
 
 
 class KeySets:
-    """Distinct keys of every kind for one account: the last hour each was seen (a key seen in
-    hours >= start counts once, as `count(DISTINCT key)` over those hours did). The kinds share
-    one array, so a window's counts of all kinds are one comparison and one bincount instead
-    of two NumPy calls per kind."""
+    """Distinct keys of every kind but templates for one account: the last hour each was seen
+    (a key seen in hours >= start counts once, as `count(DISTINCT key)` over those hours did).
+    The kinds share one array, so a window's counts of all kinds are one comparison and one
+    bincount instead of two NumPy calls per kind. (Templates count theirs from their own
+    rows, `Templates.window`.)"""
 
     __slots__ = ("last", "pos")
 
@@ -108,7 +109,8 @@ class KeySets:
 
 
 class Templates:
-    """Requests per (template, hour) of one account; the top template's count over a window."""
+    """Requests per (template, hour) of one account; over a window, the top template's count
+    and the distinct templates (those with a row in it: every row counts requests > 0)."""
 
     __slots__ = ("code", "rows", "where")
 
@@ -128,13 +130,21 @@ class Templates:
             self.rows.values[r, 0] = c
         self.rows.values[r, 1] += n
 
-    def top_count(self, start: int) -> int:
+    def window(self, long_from: int, short_from: int) -> tuple[int, int, int]:
+        """(top template's requests and distinct templates in hours >= long_from, distinct
+        templates in hours >= short_from)."""
         rows = self.rows
-        inside = rows.hb[: rows.n] >= start
+        hb, codes = rows.hb[: rows.n], rows.values[: rows.n, 0]
+        inside = hb >= long_from
         if not inside.any():
-            return 0
-        v = rows.values[: rows.n][inside]
-        return int(np.bincount(v[:, 0], weights=v[:, 1]).max())
+            return 0, 0, self._distinct(codes[hb >= short_from])
+        per_template = np.bincount(codes[inside], weights=rows.values[: rows.n, 1][inside])
+        top, distinct = int(per_template.max()), int(np.count_nonzero(per_template))
+        return top, distinct, self._distinct(codes[hb >= short_from])
+
+    @staticmethod
+    def _distinct(codes: np.ndarray) -> int:
+        return int(np.count_nonzero(np.bincount(codes))) if len(codes) else 0
 
     def __bool__(self) -> bool:
         return self.rows.n > 0
@@ -232,14 +242,15 @@ class WindowState:
             if (min_hb is not None and hb < min_hb) or not n:
                 continue
             a = self._account(account_id)
-            if kind == "tpl":
+            if kind == "tpl":  # most key deltas: templates count their distinct keys too
                 a.templates.add(key, hb, n)
-            elif kind == "model":
+                continue
+            if kind == "model":
                 hours = a.models.setdefault(key, [])
                 pos = bisect.bisect_left(hours, hb)
                 if pos == len(hours) or hours[pos] != hb:
                     hours.insert(pos, hb)
-            a.keys.see(kind, key, hb)  # every kind counts as distinct keys
+            a.keys.see(kind, key, hb)
 
     def windows(self, accounts: list[str], short_from: int, long_from: int) -> Windows:
         out = empty_windows(accounts)
@@ -259,7 +270,10 @@ class WindowState:
                     out.distinct_long[kind][i] = long_keys[j]
                     out.distinct_short[kind][i] = short_keys[j]
             if a.templates:
-                out.top_template[i] = a.templates.top_count(long_from)
+                top, out.distinct_long["tpl"][i], out.distinct_short["tpl"][i] = a.templates.window(
+                    long_from, short_from
+                )
+                out.top_template[i] = top
             for model, hours in a.models.items():
                 pos = bisect.bisect_left(hours, long_from)
                 if pos < len(hours):
