@@ -56,6 +56,21 @@ def test_every_edge_value_of_every_field_is_the_validators_or_left_to_it():
     assert taken > len(RULES)  # and not a decoder that gives everything to the validator
 
 
+def test_addresses_read_from_the_cache_give_the_same_table_as_when_first_parsed():
+    base = normal_user("c", 1)[0]
+    addresses = ["10.0.0.1", " 10.0.0.1", "::FFFF:10.0.0.1", "2001:DB8::1", "300.1.1.1"]
+    decoder = TypedDecoder(EventValidator())
+    for address in addresses:
+        events = [dict(base, request_id="a"), {**base, "request_id": "b", "client_ip": address}]
+        first, again = decoder.decode(_body(events)), decoder.decode(_body(events))
+        assert decoder._ips.cached([address]) is not None  # the second decode hit the cache
+        table, rejects = _validator_view(events)
+        if first is None:  # not an address: both times left to the validator
+            assert again is None
+            continue
+        assert rejects == 0 and first.equals(table) and again.equals(table), address
+
+
 def test_absent_fields_and_other_shapes():
     base = normal_user("s", 1)[0]
     decoder = TypedDecoder(EventValidator())

@@ -109,10 +109,14 @@ class TypedDecoder:
             return _timestamps(values, t)
         if _blank_is_missing(rule) and any(map(str.isspace, values)):
             return None  # all whitespace (Python's and Arrow's whitespace are the same set)
-        arr = pa.array(values, t)
         if rule.kind == "ip":
-            arr = self._ips.normalise(arr)
+            canonical = self._ips.cached(values)
+            if canonical is None:
+                arr = self._ips.normalise(pa.array(values, t))
+            else:
+                arr = pa.array(canonical, t)
             return None if arr.null_count else arr  # not an address: the validator says so
+        arr = pa.array(values, t)
         if rule.kind == "enum" and arr.null_count:
             arr = arr.fill_null(rule.default)
         return arr

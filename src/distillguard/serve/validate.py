@@ -10,9 +10,10 @@ reports the same `reason` and `field` names, one column at a time. Only rows tha
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +55,9 @@ class Rejected:
         }
 
 
+_UNSEEN = object()  # not a str or None: marks an address the cache has not parsed yet
+
+
 class IpCache:
     """Canonical form of address strings, parsed once each (bounded memory)."""
 
@@ -61,6 +65,13 @@ class IpCache:
         self._map: dict[str, str | None] = {}
         self._limit = limit
         self._lock = threading.Lock()
+
+    def cached(self, values: Sequence[str]) -> list[str | None] | None:
+        """Canonical forms of `values` if every one was parsed before, else None: one dict
+        look-up each instead of an Arrow round trip (~80 us per 100 addresses)."""
+        get = self._map.get  # a look-up needs no lock: a concurrent clear only makes it miss
+        out = [get(v, _UNSEEN) for v in values]
+        return None if _UNSEEN in out else cast(list[str | None], out)
 
     def normalise(self, arr: pa.Array) -> pa.Array:
         encoded = pc.dictionary_encode(arr)
