@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from distillguard.serve.workers import HELPER_NICENESS, Worker
+from distillguard.serve.workers import HELPER_NICENESS, Worker, warm_signal_flush
 
 
 def test_helper_processes_run_at_a_lower_priority_than_the_server() -> None:
@@ -20,3 +20,11 @@ def test_helper_processes_run_at_a_lower_priority_than_the_server() -> None:
 
 def test_disabled_worker_runs_in_the_calling_process() -> None:
     assert Worker(enabled=False).run(os.getpid) == os.getpid()
+
+
+def test_the_signal_helper_warms_up_with_a_flush_of_one_event() -> None:
+    helper = Worker(enabled=True, warm=warm_signal_flush)
+    try:
+        assert helper.run(warm_signal_flush)  # a contract change that broke it fails here
+    finally:
+        helper.stop()

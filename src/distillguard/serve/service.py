@@ -67,6 +67,7 @@ from distillguard.serve.workers import (
     analyse_ipc,
     analyse_sqlite,
     signal_commits_ipc,
+    warm_signal_flush,
 )
 from distillguard.signals import INPUT_COLUMNS, compute_signals
 
@@ -182,7 +183,7 @@ class Service:
             target=self._committer, name="dg-commit", daemon=True
         )
         self._commit_thread.start()
-        self._signal_worker = Worker(bool(cfg.get("signals", "process")))
+        self._signal_worker = Worker(bool(cfg.get("signals", "process")), warm_signal_flush)
         self._analysis_worker = Worker(bool(cfg.get("analysis", "process")))
         clock = self.store.get_kv("clock")
         self.clock_ms = int(clock) if clock else 0
