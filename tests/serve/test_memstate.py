@@ -155,12 +155,18 @@ def _held_merges(monkeypatch) -> threading.Event:
     return go
 
 
-def test_id_index_finds_ids_of_a_sealed_dict_before_its_segment_exists(monkeypatch):
+def _index_with_held_merges(monkeypatch) -> tuple[IdIndex, threading.Event]:
+    """Records 1-4 of four ids each, in dicts of 8 whose merges wait for the event."""
     monkeypatch.setattr(memstate, "SEGMENT_IDS", 8)
     go = _held_merges(monkeypatch)
     index = IdIndex()
     for seq in range(1, 5):
         index.add([f"r{seq}-{i}" for i in range(4)], seq)
+    return index, go
+
+
+def test_id_index_finds_ids_of_a_sealed_dict_before_its_segment_exists(monkeypatch):
+    index, go = _index_with_held_merges(monkeypatch)
     assert index.sealed and not index.segments  # the merge is held: not published yet
     assert index.candidates(["r1-0", "r4-3"]) == {"r1-0": [1], "r4-3": [4]}
     index.sealed[0].ids[hash("twin")] = 1  # as if an id with twin's hash were sealed
@@ -173,11 +179,7 @@ def test_id_index_finds_ids_of_a_sealed_dict_before_its_segment_exists(monkeypat
 
 
 def test_id_index_drop_waits_for_a_merge_in_flight(monkeypatch):
-    monkeypatch.setattr(memstate, "SEGMENT_IDS", 8)
-    go = _held_merges(monkeypatch)
-    index = IdIndex()
-    for seq in range(1, 5):
-        index.add([f"r{seq}-{i}" for i in range(4)], seq)
+    index, go = _index_with_held_merges(monkeypatch)
     threading.Timer(0.2, go.set).start()
     index.drop_records({1})  # must not let the merge publish record 1's ids again
     assert not index.sealed
