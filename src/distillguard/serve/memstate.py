@@ -50,9 +50,14 @@ class Rows:
         self.n += 1
         return self.n - 1
 
-    def keep(self, mask: np.ndarray) -> np.ndarray:
-        """Keep the rows where `mask`; the new position of each kept row's old position."""
-        kept = np.flatnonzero(mask)
+    def drop_before(self, before_hb: int) -> np.ndarray | None:
+        """Drop the rows of hours before `before_hb`: the old positions of the kept rows, in
+        their new order, or None when nothing was dropped (positions held elsewhere stay valid,
+        so the caller's indexes need no rebuilding)."""
+        inside = self.hb[: self.n] >= before_hb
+        if inside.all():
+            return None
+        kept = np.flatnonzero(inside)
         self.hb[: len(kept)] = self.hb[kept]
         self.values[: len(kept)] = self.values[kept]
         self.values[len(kept) : self.n] = 0
@@ -93,10 +98,9 @@ class KeySets:
     def prune(self, before_hb: int) -> None:
         """A key last seen before `before_hb` goes (as its rows did in SQL)."""
         old_n = self.last.n
-        inside = self.last.hb[:old_n] >= before_hb
-        if inside.all():
-            return  # nothing to drop: keep the dicts instead of rebuilding them
-        kept = self.last.keep(inside)
+        kept = self.last.drop_before(before_hb)
+        if kept is None:
+            return
         new_of = np.full(old_n, -1, dtype=np.int64)
         new_of[kept] = np.arange(len(kept))
         now = new_of.tolist()
@@ -150,10 +154,8 @@ class Templates:
         return self.rows.n > 0
 
     def prune(self, before_hb: int) -> None:
-        inside = self.rows.hb[: self.rows.n] >= before_hb
-        if inside.all():
+        if self.rows.drop_before(before_hb) is None:
             return
-        self.rows.keep(inside)
         hb, codes = self.rows.hb[: self.rows.n].tolist(), self.rows.values[: self.rows.n, 0]
         self.where = {
             _pack(c, h): r for r, (c, h) in enumerate(zip(codes.tolist(), hb, strict=True))
@@ -188,9 +190,7 @@ class Account:
 
     def prune(self, before_hb: int) -> None:
         c = self.counters
-        inside = c.hb[: c.n] >= before_hb
-        if not inside.all():
-            c.keep(inside)
+        if c.drop_before(before_hb) is not None:
             self.hour_row = {h: r for r, h in enumerate(c.hb[: c.n].tolist())}
         self.keys.prune(before_hb)
         self.templates.prune(before_hb)
