@@ -269,11 +269,15 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def _request_pids(pid: int, workers: int) -> list[int]:
+    """The request processes: the server itself, and its workers (direct children) if any."""
+    return [pid] + (_children(pid) if workers > 1 else [])
+
+
 def request_cpu_seconds(pid: int, workers: int) -> float:
-    """CPU of the request processes: the server itself, or its workers (direct children)."""
-    pids = [pid] + (_children(pid) if workers > 1 else [])
+    """CPU of the request processes."""
     total = 0.0
-    for p in pids:
+    for p in _request_pids(pid, workers):
         try:
             total += _own_cpu(p)
         except OSError:
@@ -284,7 +288,7 @@ def request_cpu_seconds(pid: int, workers: int) -> float:
 def request_rss_mb(pid: int, workers: int) -> float:
     """Resident memory of the request processes (Linux /proc), in MB."""
     total_kb = 0
-    for p in [pid] + (_children(pid) if workers > 1 else []):
+    for p in _request_pids(pid, workers):
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total_kb += int(line.split()[1])

@@ -30,13 +30,11 @@ from serve_load import encode, host_reference_ms, simulated_events
 
 from distillguard.serve.features import IpInfoCache, request_rows, to_ipc
 from distillguard.serve.memstate import WindowState
+from distillguard.serve.service import SIGNAL_COMMIT_ROWS, _signal_inputs
 from distillguard.serve.store import Deltas
 from distillguard.serve.typed import TypedDecoder
 from distillguard.serve.validate import EventValidator
 from distillguard.serve.workers import signal_commits_ipc
-from distillguard.signals import INPUT_COLUMNS
-
-SLICE_ROWS = 256  # service.SIGNAL_COMMIT_ROWS
 
 
 def decode_us_per_body(bodies: list[bytes]) -> tuple[float, pa.Table]:
@@ -55,9 +53,8 @@ def decode_us_per_body(bodies: list[bytes]) -> tuple[float, pa.Table]:
 
 def signal_deltas_of(events: pa.Table) -> list[tuple[Deltas, Deltas]]:
     rows, _ = request_rows(events, IpInfoCache())
-    inputs = events.select([c for c in INPUT_COLUMNS if c in events.schema.names])
     keys = rows.select(["request_id", "account_id", "hb"])
-    parts = signal_commits_ipc(to_ipc(inputs), to_ipc(keys), SLICE_ROWS)
+    parts = signal_commits_ipc(to_ipc(_signal_inputs(events)), to_ipc(keys), SIGNAL_COMMIT_ROWS)
     return [(Deltas(b), Deltas(k)) for _, _, _, b, k in parts]
 
 
